@@ -1,0 +1,61 @@
+# aistack developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help deps venv lint test test-unit test-e2e bench demo demo-down clean
+
+help:
+	@echo "make deps       install the host packages the build and tests need (apt, root)"
+	@echo "make venv       create .venv with the agent and its dev tools (Debian 13 versions)"
+	@echo "make test       all tests: lint (ruff, mypy --strict), unit tests, e2e testbed suite"
+	@echo "make test-unit  unit tests only (no root, no testbed)"
+	@echo "make test-e2e   the e2e suite in the systemd + Podman testbed (root)"
+	@echo "make bench      API latency and RSS benchmark"
+	@echo "make demo       boot the testbed, install and start the agent, show its /status"
+	@echo "make demo-down  stop the demo testbed"
+
+# Debian packages: pystemd builds against libsystemd; promtool lints /metrics;
+# debootstrap + systemd-nspawn run the testbed.
+deps:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
+	  iproute2 util-linux ca-certificates
+
+$(STAMP): pyproject.toml constraints-debian13.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q cython
+	$(BIN)/pip install -q -c constraints-debian13.txt -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent tests benchmarks
+	$(BIN)/ruff format --check agent tests benchmarks
+	$(BIN)/mypy agent
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not e2e" --ignore=tests/e2e
+
+# pytest exits 5 when it collects nothing: that is a failure here, never a pass.
+test-e2e: $(STAMP)
+	$(BIN)/pytest -m e2e tests/e2e
+
+test: lint test-unit test-e2e
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/api.py
+
+demo: $(STAMP)
+	$(BIN)/python -m tests.e2e.demo up
+
+demo-down: $(STAMP)
+	$(BIN)/python -m tests.e2e.demo down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,143 @@
+"""The local HTTP API (aiohttp). Handlers read snapshots; none calls Podman or systemd.
+
+Errors are always JSON (`{"error": {"status", "message"}}`), 404 and 405 included, and
+no traceback ever reaches a client. Handlers marked @token_required need
+`Authorization: Bearer <token>`, checked in constant time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from .openapi import openapi_document
+from .snapshot import SnapshotStore
+from .status import AgentInfo, status_document
+from .token import token_matches
+
+log = structlog.get_logger(component="api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    config_path: str
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What the API may read, and the one action it may trigger so far."""
+
+    info: AgentInfo
+    store: SnapshotStore
+    registry: CollectorRegistry
+    token: Callable[[], str]
+    reload: Callable[[], Awaitable[ReloadResult]]
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+
+def token_required(handler: Handler) -> Handler:
+    handler.requires_token = True  # type: ignore[attr-defined]
+    return handler
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def json_error(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    return json_response(
+        {"error": {"status": status, "message": message, **extra}}, status, headers
+    )
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        keep = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return json_error(exc.status, message, keep)
+    except Exception:
+        log.exception("unhandled error in API handler", path=request.path, method=request.method)
+        return json_error(500, "internal error; the agent's log has the details")
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if getattr(request.match_info.handler, "requires_token", False):
+        context = request.app[CONTEXT]
+        if not token_matches(context.token(), request.headers.get("Authorization")):
+            return json_error(
+                401,
+                "this call changes state and needs 'Authorization: Bearer <token>' "
+                "(the token is in the agent's api.token_file)",
+                {"WWW-Authenticate": 'Bearer realm="aistack"'},
+            )
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "alive", "version": request.app[CONTEXT].info.version})
+
+
+async def status(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    return json_response(status_document(context.info, context.store.latest()))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[CONTEXT].registry)
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(request.app[CONTEXT].info.version))
+
+
+@token_required
+async def reload(request: web.Request) -> web.Response:
+    result = await request.app[CONTEXT].reload()
+    if not result.ok:
+        return json_error(
+            422,
+            f"new config in {result.config_path} is invalid; the running config is unchanged",
+            problems=list(result.problems),
+        )
+    return json_response({"reloaded": True, "config_path": result.config_path})
+
+
+def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json, bearer_auth], client_max_size=max_body_size)
+    app[CONTEXT] = context
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_post("/v1/reload", reload)
+    return app

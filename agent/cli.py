@@ -1,0 +1,201 @@
+"""`aistack`: the command line for people and scripts.
+
+Talks to the running agent over its local API (the address comes from the same config
+file the agent reads); `check-config` works without an agent. Exit codes are stable and
+listed in `aistack --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import (
+    EX_CONFIG,
+    AgentConfig,
+    ConfigError,
+    effective,
+    load_config,
+    render_yaml,
+    resolve_path,
+)
+
+EX_OK = 0
+EX_DEGRADED = 1  # the agent answered and reports a degraded stack
+EX_USAGE = 2
+EX_UNREACHABLE = 3  # no agent answering at the configured address
+
+EXIT_CODES = """exit codes:
+  0   success (for status: the agent answered and the stack is ok)
+  1   status: the agent answered and reports state degraded
+  2   usage error
+  3   the agent is not running or not answering at its address
+  78  the config file is invalid (EX_CONFIG)"""
+
+
+def _api_base(config: AgentConfig) -> str:
+    """Where the agent listens, as a URL this host can reach."""
+    host = config.api.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{config.api.port}"
+
+
+def _load(args: argparse.Namespace) -> tuple[AgentConfig, Path]:
+    path, explicit = resolve_path(args.config)
+    return load_config(path, must_exist=explicit), path
+
+
+def _fetch(url: str, timeout: float) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)), r[-1]]).rstrip()
+        for r in rows
+    )
+
+
+def render_status(doc: dict[str, Any]) -> str:
+    lines = [
+        f"aistack-agent {doc['version']}  state: {doc['state']}  up {_age(doc['uptime_seconds'])}"
+        f"  config: {doc['config_path']}",
+    ]
+    lines += [f"  ! {reason}" for reason in doc.get("state_reasons", [])]
+    rows = [["SOURCE", "STATE", "AGE", "DETAIL"]]
+    for name, src in doc["sources"].items():
+        detail = src["reason"] or ", ".join(
+            f"{k} {v}" for k, v in src["data"].items() if isinstance(v, str | int | float)
+        )
+        rows.append([name, src["state"], _age(src["age_seconds"]), detail or "-"])
+    lines += ["", _table(rows), ""]
+    services = doc.get("services") or {}
+    lines.append(
+        f"services: {len(services)} configured" if services else "services: none configured yet"
+    )
+    gpus = doc.get("gpus") or []
+    lines.append(f"gpus: {len(gpus)}" if gpus else "gpus: none")
+    lines.append(f"backups: {doc.get('backups', {}).get('state', 'unknown')}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    base = args.url or _api_base(config)
+    try:
+        doc = _fetch(f"{base}/status", args.timeout)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(
+            f"aistack: the agent is not answering at {base} ({reason}).\n"
+            "Is it running? Check: systemctl status aistack-agent",
+            file=sys.stderr,
+        )
+        return EX_UNREACHABLE
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_status(doc))
+    return EX_OK if doc.get("state") == "ok" else EX_DEGRADED
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.file:
+        path, explicit = Path(args.file), True
+    else:
+        path, explicit = resolve_path(args.config)
+    config = load_config(path, must_exist=explicit)
+    if args.json:
+        print(json.dumps({"valid": True, "path": str(path), "config": effective(config)}, indent=2))
+    else:
+        note = "" if path.exists() else " (file absent: built-in defaults)"
+        print(f"# {path}: valid{note}. Effective configuration, secrets redacted:")
+        print(render_yaml(config), end="")
+    return EX_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps({"version": __version__}))
+    else:
+        print(f"aistack {__version__}")
+    return EX_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aistack",
+        description="Control and inspect the aistack agent, which runs Ollama, Open WebUI, "
+        "LiteLLM and PostgreSQL as Podman quadlet units under systemd.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help="agent config (default: $AISTACK_CONFIG, else /etc/aistack/agent.yaml)",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    status = sub.add_parser(
+        "status", help="show the agent's view of the stack",
+        description="Ask the running agent for its status (GET /status) and show it as a table.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    status.add_argument("--url", help="agent base URL (default: from the config's api section)")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    status.set_defaults(func=cmd_status)
+
+    check = sub.add_parser(
+        "check-config", help="validate a config file and print the effective config",
+        description="Validate FILE (default: the agent's config) without touching the running "
+        "agent. Prints the effective configuration, defaults filled in and secrets redacted. "
+        "Exit 0 when valid, 78 when not, with one line per problem naming its key.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    check.add_argument("file", nargs="?", help="config file to check")
+    check.add_argument("--json", action="store_true", help="print the effective config as JSON")
+    check.set_defaults(func=cmd_check_config)
+
+    version = sub.add_parser("version", help="print the version", description="Print the version.")
+    version.add_argument("--json", action="store_true", help='print {"version": ...}')
+    version.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        if getattr(args, "json", False):
+            print(
+                json.dumps({"valid": False, "path": exc.source, "problems": exc.problems}, indent=2)
+            )
+        print(f"aistack: {exc.render()}", file=sys.stderr)
+        return EX_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

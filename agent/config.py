@@ -1,0 +1,392 @@
+"""Typed agent configuration: load, validate and explain `agent.yaml`.
+
+Every mistake a person can make in the file is reported with the full key path and, for
+unknown keys, a "did you mean" hint: a typo must never pass silently and leave a default
+in force. Loading never changes anything; callers decide what to do with a ConfigError
+(the daemon and `aistack check-config` exit 78, EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+EX_CONFIG = 78
+DEFAULT_CONFIG_PATH = Path("/etc/aistack/agent.yaml")
+CONFIG_ENV = "AISTACK_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; `problems` holds one line per mistake."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = f"invalid configuration in {self.source}:"
+        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+
+
+# --- units ---------------------------------------------------------------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)")
+
+
+def parse_duration(value: object) -> float:
+    """Parse `30s`, `5m`, `1h30m`, `250ms` into seconds.
+
+    Bare numbers are refused: `timeout: 5` could mean seconds or minutes, and a config
+    that is read differently from how it was meant is worse than one that is refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
+    if isinstance(value, int | float):
+        raise ValueError(f"a duration needs a unit: write {value}s, {value}m or {value}h")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(
+            f"not a duration: {value!r} (use a number and a unit: ms, s, m, h, d; e.g. 30s, 1h30m)"
+        )
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Inverse of parse_duration, for printing the effective config (90 -> 1m30s)."""
+    if seconds != int(seconds):
+        return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
+    whole, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    return "".join(parts) or "0s"
+
+
+def parse_size(value: object) -> int:
+    """Parse `10GiB`, `512MiB`, `1GB`, `300B` into bytes. Bare numbers are refused."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a size such as 512MiB or 10GiB, got {value!r}")
+    if isinstance(value, int | float):
+        raise ValueError(f"a size needs a unit: write {value}B, {value}MiB or {value}GiB")
+    match = _SIZE_RE.fullmatch(value.strip())
+    if not match:
+        raise ValueError(
+            f"not a size: {value!r} "
+            "(use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def format_size(size: int) -> str:
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if size >= _SIZE_UNITS[unit] and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return f"{size}B"
+
+
+class Unit(enum.Enum):
+    """Markers for Annotated fields whose YAML text needs a unit."""
+
+    DURATION = "duration"
+    SIZE = "size"
+
+
+Duration = Annotated[float, Unit.DURATION]
+ByteSize = Annotated[int, Unit.SIZE]
+
+
+class Secret(str):
+    """A string that never shows itself: repr, logs and `check-config` print it redacted."""
+
+    REDACTED = "**********"
+
+    def __repr__(self) -> str:
+        return f"Secret({self.REDACTED!r})"
+
+
+def _limits(low: int | None = None, high: int | None = None) -> dict[str, Any]:
+    return {"min": low, "max": high}
+
+
+# --- model ---------------------------------------------------------------------------
+# Plain frozen dataclasses, validated by _build() below. A dataclass per section keeps
+# the schema readable in one place; pydantic would do the same but costs ~18 MB of the
+# agent's 60 MB RSS budget.
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    allow_remote: bool = False
+    listen: str = "127.0.0.1"
+    port: int = field(default=9200, metadata=_limits(1, 65535))
+    token_file: Path = Path("/etc/aistack/api-token")
+    max_body_size: ByteSize = 1 << 20
+
+    def problems(self) -> list[tuple[str, str]]:
+        try:
+            address = ipaddress.ip_address(self.listen)
+        except ValueError:
+            why = "use 127.0.0.1, ::1, or with allow_remote 0.0.0.0"
+            return [("listen", f"not an IP address: {self.listen!r} ({why})")]
+        if not address.is_loopback and not self.allow_remote:
+            why = "set api.allow_remote: true if that is intended"
+            return [
+                (
+                    "listen",
+                    f"{self.listen} is not a loopback address, so the API would be "
+                    f"reachable from other hosts; {why}",
+                )
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "journal", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    interval: Duration = 15.0
+    timeout: Duration = 5.0
+    podman_socket: Path = Path("/run/podman/podman.sock")
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = [
+            (k, "must be longer than 0s") for k in ("interval", "timeout") if getattr(self, k) <= 0
+        ]
+        if not out and self.timeout >= self.interval:
+            interval, timeout = format_duration(self.interval), format_duration(self.timeout)
+            out.append(
+                ("timeout", f"must be shorter than watch.interval ({interval}), got {timeout}")
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The whole of agent.yaml. Later sections (stack, backups, gpu) slot in here."""
+
+    api: ApiConfig = field(default_factory=ApiConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _describe(value: object) -> str:
+    return "a mapping" if isinstance(value, Mapping) else "a list" if isinstance(value, list) \
+        else f"{value!r}"  # fmt: skip
+
+
+def _convert(
+    value: object, hint: Any, meta: Mapping[str, Any], path: str, errors: list[str]
+) -> Any:
+    """Check and convert one YAML value to the field's type; raise _Invalid with the why."""
+    origin = get_origin(hint)
+    if origin is Annotated:
+        base, marker = get_args(hint)[0], get_args(hint)[1]
+        if marker is Unit.DURATION:
+            return parse_duration(value)
+        if marker is Unit.SIZE:
+            return parse_size(value)
+        return _convert(value, base, meta, path, errors)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise _Invalid(
+                f"must be one of {', '.join(map(repr, choices))} (got {_describe(value)})"
+            )
+        return value
+    if is_dataclass(hint):
+        if value is None:  # a section whose keys are all commented out
+            value = {}
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"must be a mapping of keys (a section), got {_describe(value)}")
+        return _build(hint, value, path, errors)  # type: ignore[arg-type]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"must be true or false (got {_describe(value)})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be a whole number (got {_describe(value)})")
+        low, high = meta.get("min"), meta.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise _Invalid(f"must be between {low} and {high} (got {value})")
+        return value
+    if hint in (str, Secret):
+        if not isinstance(value, str) or not value:
+            raise _Invalid(f"must be a non-empty string (got {_describe(value)})")
+        return hint(value)
+    if hint is Path:
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise _Invalid(f"must be an absolute path (got {_describe(value)})")
+        return Path(value)
+    raise TypeError(f"config field type {hint!r} at {path} has no converter")
+
+
+def _build(cls: type[Any], data: Mapping[Any, Any], prefix: str, errors: list[str]) -> Any:
+    """Build dataclass `cls` from `data`, appending every problem (with its key path)."""
+    hints = get_type_hints(cls, include_extras=True)
+    known = [f.name for f in fields(cls)]
+    values: dict[str, Any] = {}
+    before = len(errors)
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            where = f" in section '{prefix[:-1]}'" if prefix else ""
+            msg = f"{path}: unknown key{where}"
+            msg += f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            errors.append(f"{msg}; known keys: {', '.join(sorted(known))}")
+            continue
+        meta = next(f.metadata for f in fields(cls) if f.name == key)
+        try:
+            values[key] = _convert(value, hints[key], meta, f"{path}.", errors)
+        except (_Invalid, ValueError) as exc:
+            errors.append(f"{path}: {exc}")
+    if len(errors) != before:
+        return None
+    instance = cls(**values)
+    check = getattr(instance, "problems", None)
+    if check is not None:
+        errors.extend(f"{prefix}{key}: {msg}" for key, msg in check())
+    return instance
+
+
+def _plain(value: Any, hint: Any = None) -> Any:
+    """A config value as YAML/JSON data: units written back, secrets redacted."""
+    if is_dataclass(value) and not isinstance(value, type):
+        hints = get_type_hints(type(value), include_extras=True)
+        return {f.name: _plain(getattr(value, f.name), hints[f.name]) for f in fields(value)}
+    if isinstance(value, Secret):
+        return Secret.REDACTED
+    if get_origin(hint) is Annotated:
+        marker = get_args(hint)[1]
+        if marker is Unit.DURATION:
+            return format_duration(value)
+        if marker is Unit.SIZE:
+            return format_size(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                mark,
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def resolve_path(cli_path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """Pick the config file: --config, then $AISTACK_CONFIG, then the default.
+
+    Returns (path, explicit). A missing explicit path is an error; a missing default
+    path means built-in defaults, so the agent runs on a host nobody configured yet.
+    """
+    if cli_path:
+        return Path(cli_path), True
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load_config(path: Path, *, must_exist: bool = True) -> AgentConfig:
+    """Read and validate one config file; raises ConfigError naming every problem."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if not must_exist:
+            return AgentConfig()
+        raise ConfigError(source, [f"file not found: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"cannot read {path}: {exc}"]) from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<string>") -> AgentConfig:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [_yaml_problem(exc)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            source, [f"top level must be a mapping of sections, got {type(data).__name__}"]
+        )
+    errors: list[str] = []
+    config = _build(AgentConfig, data, "", errors)
+    if errors:
+        raise ConfigError(source, errors)
+    return config  # type: ignore[no-any-return]
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"YAML: {where}{problem}"
+
+
+def effective(config: AgentConfig) -> dict[str, Any]:
+    """The config as plain data with units written back and secrets redacted."""
+    return _plain(config)  # type: ignore[no-any-return]
+
+
+def render_yaml(config: AgentConfig) -> str:
+    return yaml.safe_dump(effective(config), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,245 @@
+"""`aistack-agent`: the daemon's lifecycle.
+
+Start: config (exit 78 when invalid), API token, watchers, first snapshots, API socket
+bound, then READY=1. Run: watchdog pings, STATUS= updates, SIGHUP reloads (an invalid
+new config keeps the old one). Stop on SIGTERM/SIGINT: STOPPING=1, tasks cancelled,
+sockets closed, exit 0 within 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import sys
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from . import __version__, notify
+from .api import ApiContext, ReloadResult, create_app
+from .config import EX_CONFIG, AgentConfig, ConfigError, load_config, resolve_path
+from .log import setup_logging
+from .metrics import build_registry
+from .snapshot import SnapshotStore
+from .status import AgentInfo, summary
+from .token import TokenError, ensure_token
+from .watchers import ALL_WATCHERS, Watcher
+
+EX_OK = 0
+EX_UNAVAILABLE = 69  # the API address cannot be bound
+EX_CANTCREAT = 73  # the token file cannot be created or read
+SHUTDOWN_GRACE = 2.0  # seconds for tasks and open connections; SIGTERM must end < 5 s
+
+log = structlog.get_logger(component="agent")
+
+
+class BindError(Exception):
+    pass
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, config_path: Path, explicit: bool) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.explicit = explicit
+        self.info = AgentInfo(config_path=str(config_path))
+        self.store = SnapshotStore()
+        self.watchers: list[Watcher] = [w(self.store, config.watch) for w in ALL_WATCHERS]
+        self.registry = build_registry(self.info, self.store.latest)
+        self._token = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    @property
+    def listen(self) -> str:
+        api = self.config.api
+        host = f"[{api.listen}]" if ":" in api.listen else api.listen
+        return f"{host}:{api.port}"
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task died", task=task.get_name(), error=repr(task.exception()))
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_task(), "reload"))
+        try:
+            self._token = ensure_token(self.config.api.token_file)
+        except TokenError as exc:
+            log.error("cannot start", error=str(exc))
+            return EX_CANTCREAT
+        async with self._reload_lock:  # a SIGHUP during start-up waits for READY
+            for watcher in self.watchers:
+                self._spawn(watcher.run(), f"watch.{watcher.source}")
+            first = await self.store.wait_for(
+                [w.source for w in self.watchers], within=self.config.watch.timeout + 1.0
+            )
+            if not first:
+                log.warning("not every source published a first snapshot in time")
+            app = create_app(
+                ApiContext(self.info, self.store, self.registry, lambda: self._token, self.reload),
+                max_body_size=self.config.api.max_body_size,
+            )
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+            await self._runner.setup()
+            try:
+                self._site = await self._bind(self.config)
+            except BindError as exc:
+                log.error("cannot start", error=str(exc))
+                await self._shutdown()
+                return EX_UNAVAILABLE
+            notify.ready(summary(self.store.latest(), self.listen))
+            log.info("agent ready", version=__version__, listen=self.listen,
+                     config=str(self.config_path))  # fmt: skip
+            self._spawn(self._publish_status(), "sd-status")
+            interval = notify.watchdog_interval()
+            if interval:
+                self._spawn(notify.watchdog_loop(interval), "watchdog")
+        await self._stop.wait()
+        log.info("stopping on signal")
+        notify.stopping()
+        await self._shutdown()
+        log.info("stopped")
+        return EX_OK
+
+    async def _bind(self, config: AgentConfig) -> web.TCPSite:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, config.api.listen, config.api.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{config.api.listen}:{config.api.port}"
+            why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise BindError(
+                f"cannot listen on {where}: {why} (is another aistack-agent running? "
+                "set api.port to another port)"
+            ) from None
+        return site
+
+    async def _shutdown(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _publish_status(self) -> None:
+        """Keep systemd's STATUS= line in step with the snapshots."""
+        changed = self.store.subscribe()
+        last = ""
+        while True:
+            await changed.wait()
+            changed.clear()
+            line = summary(self.store.latest(), self.listen)
+            if line != last:
+                notify.status(line)
+                last = line
+
+    async def _reload_task(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file; apply it whole or not at all."""
+        path = str(self.config_path)
+        async with self._reload_lock:
+            notify.reloading()
+            log.info("reloading configuration", config=path)
+            try:
+                new = load_config(self.config_path, must_exist=self.explicit)
+                token = ensure_token(new.api.token_file)
+            except (ConfigError, TokenError) as exc:
+                problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+                log.error("reload refused; the running config is unchanged", problems=problems)
+                notify.ready(summary(self.store.latest(), self.listen))
+                return ReloadResult(False, path, tuple(problems))
+            old = self.config
+            if (new.api.listen, new.api.port) != (old.api.listen, old.api.port):
+                try:
+                    site = await self._bind(new)
+                except BindError as exc:
+                    log.error("reload refused; the running config is unchanged", error=str(exc))
+                    notify.ready(summary(self.store.latest(), self.listen))
+                    return ReloadResult(False, path, (str(exc),))
+                if self._site is not None:
+                    await self._site.stop()
+                self._site = site
+            if new.api.max_body_size != old.api.max_body_size:
+                log.warning("api.max_body_size takes effect at the next restart")
+            self.config, self._token = new, token
+            setup_logging(new.logging.level, new.logging.format)
+            for watcher in self.watchers:
+                watcher.reconfigure(new.watch)
+            log.info("configuration reloaded", config=path, listen=self.listen)
+            notify.ready(summary(self.store.latest(), self.listen))
+            return ReloadResult(True, path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aistack-agent",
+        description="The aistack host agent: watches the AI stack's containers, systemd units "
+        "and GPUs, and serves a local API and Prometheus metrics. Normally started by systemd "
+        "(aistack-agent.service); run by hand for debugging.",
+        epilog="Config: --config, else $AISTACK_CONFIG, else /etc/aistack/agent.yaml "
+        "(built-in defaults when that file does not exist). Signals: SIGHUP reloads the "
+        "config, SIGTERM stops. Exit codes: 0 stopped cleanly, 69 API address unavailable, "
+        "73 token file unusable, 78 invalid config.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="config file to use")
+    parser.add_argument("--version", action="version", version=f"aistack-agent {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path, explicit = resolve_path(args.config)
+    try:
+        config = load_config(path, must_exist=explicit)
+    except ConfigError as exc:
+        print(f"aistack-agent: {exc.render()}", file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(config.logging.level, config.logging.format)
+    if not explicit and not path.exists():
+        log.info("no config file; using built-in defaults", config=str(path))
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aistack-io")
+    loop.set_default_executor(executor)
+    try:
+        code = loop.run_until_complete(Agent(config, path, explicit).run())
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            loop.close()
+    # A blocking client call (D-Bus, Podman) stuck in a worker thread must not hold the
+    # process past systemd's stop timeout: the agent's own state is already closed.
+    if any(t.is_alive() for t in threading.enumerate() if t.name.startswith("aistack-io")):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The /status document (schema 1) and the one-line sd_notify STATUS, from snapshots only.
+
+Schema 1, documented in README.md ("Status document"). Additive changes keep the number;
+a removed or re-typed field bumps `schema_version`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import __version__
+from .snapshot import SourceSnapshot, SourceState, thaw
+
+SCHEMA_VERSION = 1
+# Without these the stack cannot run; the GPU is optional (CPU inference works).
+REQUIRED_SOURCES = ("podman", "systemd")
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    config_path: str
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    version: str = __version__
+    pid: int = field(default_factory=os.getpid)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def overall(snapshots: Mapping[str, SourceSnapshot]) -> tuple[str, list[str]]:
+    """`ok` when every required source is ok, else `degraded` with one reason each."""
+    reasons = []
+    for name in REQUIRED_SOURCES:
+        snap = snapshots.get(name)
+        if snap is None:
+            reasons.append(f"{name}: not checked yet")
+        elif snap.state is not SourceState.OK:
+            reasons.append(f"{name}: {snap.reason or snap.state}")
+    return ("ok" if not reasons else "degraded"), reasons
+
+
+def status_document(
+    info: AgentInfo, snapshots: Mapping[str, SourceSnapshot], now_monotonic: float | None = None
+) -> dict[str, Any]:
+    now = time.monotonic() if now_monotonic is None else now_monotonic
+    state, reasons = overall(snapshots)
+    gpu = snapshots.get("gpu")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "version": info.version,
+        "pid": info.pid,
+        "started_at": _iso(info.started_at),
+        "uptime_seconds": round(now - info.started_monotonic, 3),
+        "config_path": info.config_path,
+        "state": state,
+        "state_reasons": reasons,
+        "sources": {
+            name: {
+                "state": str(snap.state),
+                "reason": snap.reason,
+                "checked_at": _iso(snap.taken_at),
+                "age_seconds": round(snap.age(now), 3),
+                "data": thaw(snap.data),
+            }
+            for name, snap in sorted(snapshots.items())
+        },
+        # Filled by later work: the stack (services), GPU health (gpus), backups.
+        "services": {},
+        "gpus": thaw(gpu.data.get("gpus", ())) if gpu is not None else [],
+        "backups": {"state": "not-configured"},
+    }
+
+
+def summary(snapshots: Mapping[str, SourceSnapshot], listen: str) -> str:
+    """One line for `systemctl status`: overall state, each source, where the API is."""
+    state, _ = overall(snapshots)
+    parts = ", ".join(f"{n} {s.state}" for n, s in sorted(snapshots.items()))
+    return f"{state}: {parts}; API on {listen}"

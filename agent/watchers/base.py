@@ -1,0 +1,73 @@
+"""The watcher loop shared by every source: poll, bound by a timeout, publish.
+
+A watcher never raises out of its loop: an exception or a timeout becomes an
+`unavailable` snapshot with the reason, so a missing Podman or D-Bus is a state the
+agent reports, not a crash. Blocking client libraries (podman-py, pystemd) run in a
+thread so the event loop, and with it the API and the watchdog, stays responsive.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from typing import Any, ClassVar
+
+import structlog
+
+from ..config import WatchConfig, format_duration
+from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
+
+
+class SourceUnavailable(Exception):
+    """Raised by a poll to say, in words a person can act on, why the source is down."""
+
+
+class Watcher(abc.ABC):
+    source: ClassVar[str]
+
+    def __init__(self, store: SnapshotStore, config: WatchConfig) -> None:
+        self.store = store
+        self.config = config
+        self.log = structlog.get_logger(component=f"watch.{self.source}")
+        self._wake = asyncio.Event()
+
+    @abc.abstractmethod
+    async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
+        """Look at the external system once: (state, reason, data)."""
+
+    def reconfigure(self, config: WatchConfig) -> None:
+        """Take a reloaded config and poll again at once."""
+        self.config = config
+        self._wake.set()
+
+    async def poll_once(self) -> SourceSnapshot:
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                state, reason, data = await self.poll()
+        except TimeoutError:
+            state, reason, data = (
+                SourceState.UNAVAILABLE,
+                f"no answer within {format_duration(self.config.timeout)}",
+                {},
+            )
+        except SourceUnavailable as exc:
+            state, reason, data = SourceState.UNAVAILABLE, str(exc), {}
+        except Exception as exc:  # a bug or an unexpected client error: report, keep going
+            self.log.exception("poll failed")
+            state, reason, data = SourceState.UNAVAILABLE, f"{type(exc).__name__}: {exc}", {}
+        snap = SourceSnapshot(source=self.source, state=state, reason=reason, data=data)
+        previous = self.store.get(self.source)
+        if previous is None or (previous.state, previous.reason) != (snap.state, snap.reason):
+            self.log.info("source state", state=str(snap.state), reason=snap.reason)
+        self.store.publish(snap)
+        return snap
+
+    async def run(self) -> None:
+        while True:
+            await self.poll_once()
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self.config.interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass

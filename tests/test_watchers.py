@@ -1,0 +1,243 @@
+"""Snapshots and watchers: immutable state, and 'unavailable' with a reason, never a crash.
+
+Podman and systemd are really absent on this development host, so these tests see the
+real 'unavailable' paths; the testbed e2e suite covers the available ones. NVML is faked
+(FakeNvml) because it is a hardware boundary: there is no GPU here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import pytest
+
+from agent.config import WatchConfig
+from agent.snapshot import SnapshotStore, SourceSnapshot, SourceState
+from agent.watchers import GpuWatcher, PodmanWatcher, SystemdWatcher, Watcher
+
+
+def test_snapshot_is_deeply_immutable() -> None:
+    snap = SourceSnapshot("x", SourceState.OK, data={"gpus": [{"index": 0}]})
+    with pytest.raises(AttributeError):
+        snap.state = SourceState.UNAVAILABLE  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        snap.data["gpus"] = []  # type: ignore[index]
+    with pytest.raises(TypeError):
+        snap.data["gpus"][0]["index"] = 1
+    assert isinstance(snap.data["gpus"], tuple)
+
+
+async def test_store_views_are_stable_and_wait_for_times_out() -> None:
+    store = SnapshotStore()
+    view = store.latest()
+    store.publish(SourceSnapshot("a", SourceState.OK))
+    assert "a" not in view and "a" in store.latest()  # an old view never changes under a reader
+    assert await store.wait_for(["a"], within=0.1)
+    assert not await store.wait_for(["a", "b"], within=0.1)
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        store.publish(SourceSnapshot("b", SourceState.UNAVAILABLE, reason="r"))
+
+    task = asyncio.create_task(later())
+    assert await store.wait_for(["a", "b"], within=2)
+    await task
+
+
+def _config(**kw: object) -> WatchConfig:
+    return WatchConfig(**{"interval": 2.0, "timeout": 0.5, **kw})  # type: ignore[arg-type]
+
+
+async def test_podman_socket_missing_names_the_path(tmp_path: Path) -> None:
+    sock = tmp_path / "podman.sock"
+    snap = await PodmanWatcher(SnapshotStore(), _config(podman_socket=sock)).poll_once()
+    assert snap.state is SourceState.UNAVAILABLE
+    assert snap.reason is not None and str(sock) in snap.reason and "podman.socket" in snap.reason
+
+
+async def test_podman_path_that_is_not_a_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "podman.sock"
+    sock.write_text("")
+    snap = await PodmanWatcher(SnapshotStore(), _config(podman_socket=sock)).poll_once()
+    assert snap.reason == f"{sock} exists but is not a socket"
+
+
+async def test_podman_socket_that_does_not_speak_the_api(tmp_path: Path) -> None:
+    """Fault injection: a socket that accepts and closes, as a crashing podman would."""
+    path = Path(tempfile.mkdtemp(prefix="pd")) / "podman.sock"
+    server = await asyncio.start_unix_server(lambda r, w: w.close(), path=str(path))
+    try:
+        snap = await PodmanWatcher(SnapshotStore(), _config(podman_socket=path)).poll_once()
+    finally:
+        server.close()
+    assert snap.state is SourceState.UNAVAILABLE
+    assert snap.reason is not None and snap.reason.startswith(
+        f"Podman API at {path} did not answer"
+    )
+
+
+async def test_podman_socket_that_hangs_times_out(tmp_path: Path) -> None:
+    """Fault injection: a socket that accepts and never answers."""
+    path = Path(tempfile.mkdtemp(prefix="pd")) / "podman.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+    try:
+        snap = await PodmanWatcher(SnapshotStore(), _config(podman_socket=path)).poll_once()
+    finally:
+        listener.close()
+    assert snap.state is SourceState.UNAVAILABLE
+    assert snap.reason is not None
+    assert "no answer within 500ms" in snap.reason or "did not answer" in snap.reason
+
+
+async def test_systemd_without_dbus_is_unavailable_with_reason() -> None:
+    snap = await SystemdWatcher(SnapshotStore(), _config(timeout=1.5)).poll_once()
+    assert snap.state is SourceState.UNAVAILABLE
+    assert snap.reason is not None and "D-Bus" in snap.reason
+
+
+class _Raising(Watcher):
+    source = "raising"
+
+    async def poll(self):  # type: ignore[no-untyped-def]
+        raise KeyError("surprise")
+
+
+class _Hanging(Watcher):
+    source = "hanging"
+
+    async def poll(self):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(3600)
+
+
+async def test_a_poll_that_raises_or_hangs_becomes_unavailable_and_the_loop_goes_on() -> None:
+    store = SnapshotStore()
+    raising, hanging = (
+        _Raising(store, _config(interval=0.2, timeout=0.1)),
+        _Hanging(store, _config(interval=0.2, timeout=0.1)),
+    )
+    tasks = [asyncio.create_task(raising.run()), asyncio.create_task(hanging.run())]
+    await asyncio.sleep(0.5)
+    first = store.get("raising")
+    await asyncio.sleep(0.3)
+    for task in tasks:
+        task.cancel()
+    assert first is not None and first.reason == "KeyError: 'surprise'"
+    again = store.get("raising")
+    assert again is not None and again.taken_monotonic > first.taken_monotonic  # still polling
+    hung = store.get("hanging")
+    assert hung is not None and hung.reason == "no answer within 100ms"
+
+
+async def test_reconfigure_polls_at_once() -> None:
+    store = SnapshotStore()
+    watcher = _Raising(store, _config(interval=60.0, timeout=0.1))
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(0.1)
+    first = store.get("raising")
+    watcher.reconfigure(_config(interval=30.0, timeout=0.1))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    second = store.get("raising")
+    assert first is not None and second is not None
+    assert second.taken_monotonic > first.taken_monotonic
+    assert watcher.config.interval == 30.0
+
+
+class FakeNvml(types.ModuleType):
+    """Fake of NVML (the pynvml module) for a host with no GPU: a hardware boundary."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, fail: str | None = None) -> None:
+        super().__init__("pynvml")
+        self.fail = fail
+        self.shutdowns = 0
+
+    def nvmlInit(self) -> None:
+        if self.fail:
+            raise RuntimeError(self.fail)
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(used=2 * 2**30, total=24 * 2**30)
+
+    def nvmlDeviceGetUUID(self, handle: int) -> bytes:
+        return b"GPU-0000"
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return "NVIDIA L4"
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        return 51
+
+
+def _gpu_watcher(tmp_path: Path, nvidia: bool) -> GpuWatcher:
+    watcher = GpuWatcher(SnapshotStore(), _config())
+    watcher.nvidia_proc = tmp_path / "proc-driver-nvidia"
+    watcher.drm_root = tmp_path / "drm"
+    if nvidia:
+        watcher.nvidia_proc.mkdir()
+    return watcher
+
+
+async def test_gpu_through_nvml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    snap = await _gpu_watcher(tmp_path, nvidia=True).poll_once()
+    assert snap.state is SourceState.OK
+    gpu = snap.data["gpus"][0]
+    assert (gpu["name"], gpu["uuid"], gpu["temperature_celsius"]) == ("NVIDIA L4", "GPU-0000", 51)
+    assert gpu["memory_total_bytes"] == 24 * 2**30
+    assert fake.shutdowns == 1
+
+
+async def test_nvml_error_is_gpu_state_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(fail="Driver Not Loaded"))
+    snap = await _gpu_watcher(tmp_path, nvidia=True).poll_once()
+    assert snap.state is SourceState.UNAVAILABLE
+    assert snap.reason == "NVML error: Driver Not Loaded"
+
+
+async def test_nvidia_driver_without_nvidia_ml_py(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    snap = await _gpu_watcher(tmp_path, nvidia=True).poll_once()
+    assert snap.reason is not None and "nvidia-ml-py is not installed" in snap.reason
+
+
+async def test_no_gpu_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    snap = await _gpu_watcher(tmp_path, nvidia=False).poll_once()
+    assert snap.state is SourceState.UNAVAILABLE
+    assert snap.reason is not None and snap.reason.startswith("no GPU found")
+
+
+async def test_amd_card_found_in_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    watcher = _gpu_watcher(tmp_path, nvidia=False)
+    (watcher.drm_root / "card1" / "device").mkdir(parents=True)
+    (watcher.drm_root / "card1" / "device" / "vendor").write_text("0x1002\n")
+    snap = await watcher.poll_once()
+    assert snap.state is SourceState.DEGRADED
+    assert snap.reason is not None and "card1" in snap.reason
