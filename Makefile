@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv lint test test-unit test-e2e bench demo demo-down clean
+.PHONY: help deps venv lint test test-unit test-e2e bench demo demo-down deb rpm clean
 
 help:
 	@echo "make deps       install the host packages the build and tests need (apt, root)"
@@ -16,14 +16,16 @@ help:
 	@echo "make bench      API latency and RSS benchmark"
 	@echo "make demo       boot the testbed, install and start the agent, show its /status"
 	@echo "make demo-down  stop the demo testbed"
+	@echo "make deb rpm    build dist/aistack_*.deb and dist/aistack-*.rpm (nfpm)"
 
 # Debian packages: pystemd builds against libsystemd; promtool lints /metrics;
-# debootstrap + systemd-nspawn run the testbed.
+# debootstrap + systemd-nspawn run the testbed; lintian, rpmlint, rpm, shellcheck check
+# the packages; systemd (for systemd-analyze) scores the unit's hardening.
 deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
-	  iproute2 util-linux ca-certificates
+	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd
 
 $(STAMP): pyproject.toml constraints-debian13.txt
 	$(PY) -m venv $(VENV)
@@ -57,5 +59,11 @@ demo: $(STAMP)
 demo-down: $(STAMP)
 	$(BIN)/python -m tests.e2e.demo down
 
+deb: $(STAMP)
+	bash packaging/build.sh deb
+
+rpm: $(STAMP)
+	bash packaging/build.sh rpm
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info

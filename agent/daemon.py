@@ -208,6 +208,12 @@ def _parser() -> argparse.ArgumentParser:
         "73 token file unusable, 78 invalid config.",
     )
     parser.add_argument("--config", metavar="FILE", help="config file to use")
+    parser.add_argument(
+        "--init",
+        action="store_true",
+        help="create the API token file (0600) if it is missing, print its path, and exit; "
+        "the package's install script runs this",
+    )
     parser.add_argument("--version", action="version", version=f"aistack-agent {__version__}")
     return parser
 
@@ -221,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aistack-agent: {exc.render()}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(config.logging.level, config.logging.format)
+    if args.init:
+        try:
+            ensure_token(config.api.token_file)
+        except TokenError as exc:
+            print(f"aistack-agent: {exc}", file=sys.stderr)
+            return EX_CANTCREAT
+        print(config.api.token_file)
+        return EX_OK
     if not explicit and not path.exists():
         log.info("no config file; using built-in defaults", config=str(path))
     loop = asyncio.new_event_loop()

@@ -191,3 +191,21 @@ def test_config_from_environment_variable(write_config, notify_socket: NotifySoc
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_init_creates_token_once_and_exits(write_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(port=free_port())
+    token_file = tmp_path / "api-token"
+
+    def init() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PYTHON, "-m", "agent.daemon", "--config", str(config), "--init"],
+            cwd=REPO, env=agent_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    first = init()
+    assert first.returncode == 0 and first.stdout.strip() == str(token_file)
+    token = token_file.read_text()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert init().returncode == 0
+    assert token_file.read_text() == token  # an existing token is kept
