@@ -20,12 +20,14 @@ help:
 
 # Debian packages: pystemd builds against libsystemd; promtool lints /metrics;
 # debootstrap + systemd-nspawn run the testbed; lintian, rpmlint, rpm, shellcheck check
-# the packages; systemd (for systemd-analyze) scores the unit's hardening.
+# the packages; systemd (for systemd-analyze) scores the unit's hardening; postgresql is
+# the real server the backup tests dump and restore.
 deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
-	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd
+	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd \
+	  postgresql
 
 $(STAMP): pyproject.toml constraints-debian13.txt
 	$(PY) -m venv $(VENV)

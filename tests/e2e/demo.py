@@ -1,0 +1,92 @@
+"""`make demo` / `make demo-down`: the agent running for real on a machine without systemd.
+
+    python -m tests.e2e.demo up     # build what is missing, boot, install, start, show status
+    python -m tests.e2e.demo down   # stop the guest, verify nothing is left behind
+
+`up` boots the persistent testbed guest (Debian 13, systemd 257, Podman 5.4), installs the
+agent from this checkout as the systemd service `aistack-agent`, starts Podman's API socket
+and the agent, waits for READY, and prints `curl -s localhost:9200/status` run inside the
+guest, plus how to enter the guest. It is idempotent: run it again to reinstall and restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.e2e import testbed
+
+UNIT = "aistack-agent.service"
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """One progress line per long step, with how long it took."""
+    print(f"==> {what} ...", flush=True)
+    started = time.monotonic()
+    yield
+    print(f"    done in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def up() -> int:
+    cache = testbed.cache_dir()
+    with step(f"testbed: rootfs and images (cache {cache}; first run builds, ~2-3 min)"):
+        guest = testbed.up(cache)
+    with step("installing the agent from this checkout into the guest"):
+        testbed.install_agent_from_source(guest)
+    with step("starting podman.socket and aistack-agent (Type=notify: waits for READY)"):
+        guest.run(["systemctl", "enable", "--now", "podman.socket"], timeout=60)
+        guest.run(["systemctl", "enable", UNIT], timeout=60)
+        guest.run(["systemctl", "restart", UNIT], timeout=120)
+    props = guest.unit_properties(UNIT, "ActiveState", "SubState", "StatusText")
+    if props["ActiveState"] != "active":
+        print(guest.journal(UNIT, lines=60), file=sys.stderr)
+        print(f"aistack-agent did not start: {props}", file=sys.stderr)
+        return 1
+    print(f"\naistack-agent: {props['ActiveState']} ({props['SubState']}): {props['StatusText']}")
+    print("\n$ curl -s localhost:9200/status   # inside the guest")
+    out = guest.run(["curl", "-s", "localhost:9200/status"], timeout=30).stdout
+    try:
+        print(json.dumps(json.loads(out), indent=2))
+    except ValueError:
+        print(out)
+    enter = shlex.join([*guest.nsenter_argv(), *testbed.SHELL_ARGV])
+    print(
+        "\nEnter the guest:   " + enter,
+        "\nInside it try:     aistack status; journalctl -u aistack-agent; systemctl status "
+        "aistack-agent",
+        "\nStop the demo:     make demo-down",
+        sep="",
+    )
+    return 0
+
+
+def down() -> int:
+    guest = testbed.up_guest(testbed.cache_dir())
+    if guest is None:
+        print("no demo guest is up")
+        return 0
+    with step("stopping the demo guest"):
+        report = guest.teardown(check=False)
+    print(f"guest {guest.name} down; nothing left behind: {report.clean} {report}")
+    return 0 if report.clean else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.e2e.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=["up", "down"])
+    args = parser.parse_args(argv)
+    return up() if args.command == "up" else down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
