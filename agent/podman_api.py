@@ -1,0 +1,242 @@
+"""The libpod REST API over Podman's unix socket: JSON calls and `podman exec`.
+
+Why not podman-py: it is synchronous like this module, but its client reads the invoking
+user's ~/.config/containers on creation (refused under the agent's ProtectHome=yes), and
+its exec cannot stream output together with an exit code. The API itself is small.
+
+The agent runs without capabilities, so it cannot run the podman CLI (which needs to
+join namespaces); the API socket is enough. An exec is three calls:
+
+1. `POST /containers/{name}/exec` creates the session (command, env, which streams).
+2. `POST /exec/{id}/start` with `{"Detach": false, "Tty": false}`: podman hijacks the
+   connection, answers `HTTP/1.1 200 OK` and then sends stdout and stderr multiplexed in
+   frames (`[stream, 0, 0, 0, size:uint32 big-endian]` + payload; 1 stdout, 2 stderr).
+   With stdin attached, what the client writes on the connection is the process's stdin;
+   a half-close (shutdown SHUT_WR) is its end of file. The stream ends when the process
+   exits and podman closes the connection.
+3. `GET /exec/{id}/json` gives ExitCode (once Running is false).
+
+podman-py's `exec_run` cannot do this: streamed output comes without an exit code and
+without stdin, and the non-streamed form buffers everything in memory. So this module
+speaks HTTP itself: `http.client` for the small JSON calls, a raw socket for the stream,
+all blocking (callers run it in a thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+API = "/v4.0.0/libpod"  # understood by Podman 4.x and 5.x
+STDOUT, STDERR = 1, 2
+_HEADER = struct.Struct(">BxxxI")
+
+
+class PodmanApiError(Exception):
+    pass
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connect_error(path: Path, exc: OSError) -> PodmanApiError:
+    return PodmanApiError(
+        f"cannot reach the Podman API at {path}: {exc.strerror or exc} "
+        "(is podman.socket enabled? systemctl enable --now podman.socket)"
+    )
+
+
+def request_json(
+    path: Path, method: str, url: str, body: Any = None, timeout: float = 30.0
+) -> tuple[int, Any]:
+    conn = _UnixHTTPConnection(path, timeout)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        try:
+            conn.request(method, url, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except OSError as exc:
+            raise _connect_error(path, exc) from None
+        try:
+            data = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            data = raw.decode(errors="replace")
+        return resp.status, data
+    finally:
+        conn.close()
+
+
+def _message(data: Any) -> str:
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("cause") or data)
+    return str(data)
+
+
+def exec_create(
+    path: Path,
+    container: str,
+    cmd: Sequence[str],
+    env: Sequence[str] = (),
+    stdin: bool = False,
+    stdout: bool = True,
+    timeout: float = 30.0,
+) -> str:
+    body = {
+        "Cmd": list(cmd),
+        "Env": list(env),
+        "AttachStdin": stdin,
+        "AttachStdout": stdout,
+        "AttachStderr": True,
+        "Tty": False,  # never a TTY: it would mangle binary output and merge stderr
+    }
+    status, data = request_json(
+        path, "POST", f"{API}/containers/{quote(container, safe='')}/exec", body, timeout
+    )
+    if status == 404:
+        raise PodmanApiError(f"no container {container!r} (is the PostgreSQL unit running?)")
+    if status == 409:
+        raise PodmanApiError(f"container {container!r} is not running: {_message(data)}")
+    if status != 201 or not isinstance(data, dict) or "Id" not in data:
+        raise PodmanApiError(f"exec create in {container!r} failed ({status}): {_message(data)}")
+    return str(data["Id"])
+
+
+def exec_inspect(path: Path, exec_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    status, data = request_json(path, "GET", f"{API}/exec/{exec_id}/json", timeout=timeout)
+    if status != 200 or not isinstance(data, dict):
+        raise PodmanApiError(f"exec inspect {exec_id[:12]} failed ({status}): {_message(data)}")
+    return data
+
+
+def exec_exit_code(path: Path, exec_id: str, wait: float = 10.0) -> int:
+    """The exit code, waiting briefly for podman to record it after the stream ended."""
+    deadline = time.monotonic() + wait
+    while True:
+        data = exec_inspect(path, exec_id)
+        code = data.get("ExitCode")
+        if not data.get("Running") and isinstance(code, int):
+            return code
+        if time.monotonic() > deadline:
+            raise PodmanApiError(f"exec {exec_id[:12]} still running after its output ended")
+        time.sleep(0.05)
+
+
+class Demuxer:
+    """Split podman's multiplexed stream into (stream, payload) frames.
+
+    `read_exact(n)` returns n bytes, or fewer only at the end of the stream. A stream
+    that ends inside a frame is an error: the output would be silently truncated.
+    """
+
+    def __init__(self, read_exact: Callable[[int], bytes]) -> None:
+        self._read = read_exact
+
+    def frame(self) -> tuple[int, bytes] | None:
+        head = self._read(_HEADER.size)
+        if not head:
+            return None
+        if len(head) < _HEADER.size:
+            raise PodmanApiError(f"exec stream ended inside a frame header ({len(head)} of 8)")
+        stream, size = _HEADER.unpack(head)
+        if stream not in (0, STDOUT, STDERR):
+            raise PodmanApiError(f"exec stream out of step: frame for stream {stream}")
+        payload = self._read(size) if size else b""
+        if len(payload) < size:
+            raise PodmanApiError(f"exec stream ended inside a frame ({len(payload)} of {size})")
+        return stream, payload
+
+
+def encode_frame(stream: int, payload: bytes) -> bytes:
+    """The inverse of Demuxer.frame (for tests and fault injection)."""
+    return _HEADER.pack(stream, len(payload)) + payload
+
+
+class ExecStream:
+    """The hijacked connection of one started exec: frames out, stdin in."""
+
+    def __init__(self, path: Path, exec_id: str, connect_timeout: float = 30.0) -> None:
+        self.exec_id = exec_id
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(connect_timeout)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            sock.close()
+            raise _connect_error(path, exc) from None
+        self._sock = sock
+        self._file: BinaryIO = sock.makefile("rb", buffering=1 << 20)  # type: ignore[assignment]
+        body = json.dumps({"Detach": False, "Tty": False}).encode()
+        request = (
+            f"POST {API}/exec/{exec_id}/start HTTP/1.1\r\n"
+            "Host: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        try:
+            sock.sendall(request)
+            status_line = self._file.readline(65536)
+            parts = status_line.split(None, 2)
+            status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+            headers = {}
+            while (line := self._file.readline(65536)) not in (b"\r\n", b"\n", b""):
+                key, _, value = line.decode("latin-1").partition(":")
+                headers[key.strip().lower()] = value.strip()
+            if status != 200:
+                length = int(headers.get("content-length", "0") or 0)
+                detail = self._file.read(min(length, 65536)) if length else b""
+                raise PodmanApiError(
+                    f"exec start {exec_id[:12]} failed ({status or status_line!r}): "
+                    f"{detail.decode(errors='replace').strip()}"
+                )
+        except OSError as exc:
+            self.close()
+            raise PodmanApiError(f"exec start {exec_id[:12]}: {exc}") from None
+        except PodmanApiError:
+            self.close()
+            raise
+        sock.settimeout(None)  # output may pause for long (pg_dump waiting for a lock)
+        self.demux = Demuxer(self._read_exact)
+
+    def _read_exact(self, n: int) -> bytes:
+        data = self._file.read(n)
+        return data or b""
+
+    def send(self, data: bytes | memoryview) -> None:
+        self._sock.sendall(data)
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def abort(self) -> None:
+        """Unblock any reader or writer, from any thread."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self._sock.close()
