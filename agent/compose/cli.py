@@ -1,0 +1,284 @@
+"""`aistack import-compose`: convert a docker-compose project into quadlet units.
+
+Exit codes: 0 converted (and written with -o); 2 something could not be converted and
+--allow-lossy was not given (nothing is written), or a usage error; 65 (EX_DATAERR) a
+compose file is malformed: the message names the file and the key path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic
+from ..quadlet import FIRST_QUADLET, PodmanVersion, UnitFile
+from .convert import convert
+from .errors import EX_DATAERR, ComposeError
+from .loader import LoadOptions, Project, load_project
+from .report import Report
+
+EX_OK = 0
+EX_LOSSY = 2
+DEFAULT_TARGET = PodmanVersion(5, 0)
+
+# What `docker compose` reads when no -f is given, in its order of preference.
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+OVERRIDE_FILES = (
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yaml",
+    "docker-compose.override.yml",
+)
+
+EXIT_CODES = """exit codes:
+  0   converted (and written, with -o)
+  2   some settings cannot be converted (listed; nothing written) unless --allow-lossy,
+      or a usage error
+  65  a compose file is malformed (EX_DATAERR): the file and the key path are named"""
+
+DESCRIPTION = """\
+Convert a docker-compose project into Podman quadlet units (.container, .network,
+.volume) that systemd runs. Compose is read as `docker compose` reads it: several -f
+files merged, extends, include, profiles, x- fields with anchors, variable
+interpolation from the environment and .env (or --env-file). Only quadlet keys the
+target Podman accepts are written. Everything that cannot be converted is listed
+(service, key, why) and nothing is written unless --allow-lossy."""
+
+
+@dataclass
+class ImportResult:
+    project: Project
+    target: PodmanVersion
+    target_source: str  # "option", "host" or "default"
+    units: list[UnitFile]
+    report: Report
+    written: list[Path] = field(default_factory=list)
+
+
+def _version(text: str) -> PodmanVersion:
+    try:
+        version = PodmanVersion.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if version < FIRST_QUADLET:
+        raise argparse.ArgumentTypeError(f"quadlet needs Podman {FIRST_QUADLET} or later")
+    return version
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `import-compose` to the aistack command line."""
+    parser = subparsers.add_parser(
+        "import-compose",
+        help="convert a docker-compose project into quadlet units",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="compose file; repeat to merge overlays in order (default: compose.yaml or "
+        "docker-compose.yml and its override file in the current directory)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="write the units into DIR (default: print them)",
+    )
+    parser.add_argument(
+        "--podman-version",
+        type=_version,
+        metavar="X.Y",
+        help=f"target Podman release (default: the Podman on this host, else {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--profile",
+        dest="profiles",
+        action="append",
+        default=[],
+        metavar="P",
+        help="enable a compose profile (repeatable; '*': all)",
+    )
+    parser.add_argument(
+        "--env-file",
+        dest="env_files",
+        action="append",
+        type=Path,
+        metavar="F",
+        help="interpolation variables instead of the project's .env (repeatable)",
+    )
+    parser.add_argument(
+        "-p",
+        "--project-name",
+        metavar="NAME",
+        help="project name (default: 'name:', $COMPOSE_PROJECT_NAME or the "
+        "project directory's name)",
+    )
+    parser.add_argument(
+        "--allow-lossy",
+        action="store_true",
+        help="write the units even when some settings cannot be converted",
+    )
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result")
+    parser.set_defaults(func=cmd_import_compose)
+
+
+def host_podman_version() -> PodmanVersion | None:
+    """The Podman installed here, if any (quadlet's keys depend on it)."""
+    podman = shutil.which("podman")
+    if podman is None:
+        return None
+    try:
+        out = subprocess.run(
+            [podman, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return PodmanVersion.from_podman_output(out.stdout)
+
+
+def default_files(directory: Path, environ: Mapping[str, str]) -> list[Path]:
+    """The files `docker compose` would read without -f ($COMPOSE_FILE, else by name)."""
+    if environ.get("COMPOSE_FILE"):
+        sep = environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
+        return [directory / f for f in environ["COMPOSE_FILE"].split(sep) if f]
+    for name in DEFAULT_FILES:
+        if (directory / name).is_file():
+            files = [directory / name]
+            override = next((o for o in OVERRIDE_FILES if (directory / o).is_file()), None)
+            return files + ([directory / override] if override else [])
+    raise ComposeError(
+        directory,
+        "-f",
+        f"no compose file here (looked for {', '.join(DEFAULT_FILES)}); name one with -f",
+    )
+
+
+def import_compose(
+    files: Sequence[Path],
+    *,
+    environ: Mapping[str, str],
+    target: PodmanVersion | None = None,
+    profiles: Sequence[str] = (),
+    env_files: Sequence[Path] | None = None,
+    project_name: str | None = None,
+) -> ImportResult:
+    """Load and convert; raises ComposeError for malformed input. Writes nothing."""
+    source = "option"
+    if target is None:
+        detected = host_podman_version()
+        target, source = (detected, "host") if detected else (DEFAULT_TARGET, "default")
+    report = Report()
+    options = LoadOptions(
+        files=list(files),
+        environ=environ,
+        env_files=env_files,
+        profiles=list(profiles),
+        project_name=project_name,
+    )
+    project = load_project(options, report)
+    units = convert(project, target, report)
+    return ImportResult(project, target, source, units, report.sorted())
+
+
+def write_units(units: Sequence[UnitFile], directory: Path) -> list[Path]:
+    """Each unit written atomically (a crash never leaves half a unit for quadlet)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for unit in units:
+        path = directory / unit.name
+        write_atomic(path, unit.render().encode())
+        paths.append(path)
+    return paths
+
+
+def _as_json(result: ImportResult, exit_code: int) -> dict[str, Any]:
+    return {
+        "exit_code": exit_code,
+        "project": result.project.name,
+        "project_directory": str(result.project.directory),
+        "files": [str(f) for f in result.project.files],
+        "target_podman": str(result.target),
+        "target_source": result.target_source,
+        "services": sorted(result.project.services),
+        "units": [{"name": u.name, "content": u.render()} for u in result.units],
+        "written": [str(p) for p in result.written],
+        **result.report.as_dict(),
+    }
+
+
+def _next_steps(result: ImportResult, where: str) -> str:
+    services = " ".join(f"{s}.service" for s in sorted(result.project.services))
+    return (
+        f"next: copy the units to {where} (root) or ~/.config/containers/systemd/, then: "
+        f"systemctl daemon-reload && systemctl start {services}"
+    )
+
+
+def cmd_import_compose(args: argparse.Namespace) -> int:
+    environ = dict(os.environ)
+    try:
+        files = args.files or default_files(Path.cwd(), environ)
+        result = import_compose(
+            files,
+            environ=environ,
+            target=args.podman_version,
+            profiles=args.profiles,
+            env_files=args.env_files,
+            project_name=args.project_name,
+        )
+    except ComposeError as exc:
+        if args.json:
+            print(json.dumps({"exit_code": EX_DATAERR, "error": exc.as_dict()}, indent=2))
+        print(f"aistack: import-compose: {exc.render()}", file=sys.stderr)
+        return EX_DATAERR
+    report = result.report
+    blocked = bool(report.lossy) and not args.allow_lossy
+    exit_code = EX_LOSSY if blocked else EX_OK
+    if not blocked and args.output is not None:
+        result.written = write_units(result.units, args.output)
+    if args.json:
+        print(json.dumps(_as_json(result, exit_code), indent=2))
+    elif not blocked and args.output is None:
+        for i, unit in enumerate(result.units):
+            print(("\n" if i else "") + f"==> {unit.name} <==")
+            print(unit.render(), end="")
+    origin = {
+        "option": "",
+        "host": " (found on this host)",
+        "default": " (default; no podman found here)",
+    }[result.target_source]
+    head = (
+        f"aistack: import-compose: project {result.project.name!r}, "
+        f"{len(result.project.services)} services, target Podman {result.target}{origin}"
+    )
+    lines = [head]
+    if report.render():
+        lines.append(report.render())
+    if blocked:
+        lines.append(
+            f"aistack: {len(report.lossy)} setting(s) cannot be converted; nothing "
+            "was written. Change the compose file, or accept the loss with "
+            "--allow-lossy."
+        )
+    elif result.written:
+        lines.append(f"wrote {len(result.written)} files to {args.output}")
+        lines.append(_next_steps(result, str(args.output)))
+    else:
+        lines.append(_next_steps(result, "/etc/containers/systemd/"))
+    print("\n".join(lines), file=sys.stderr)
+    return exit_code
