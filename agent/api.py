@@ -17,6 +17,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from .backup.model import AlreadyRunning, BackupControl, BackupsDisabled
+from .backup.watcher import backups_document
 from .openapi import openapi_document
 from .snapshot import SnapshotStore
 from .status import AgentInfo, status_document
@@ -36,13 +38,14 @@ class ReloadResult:
 
 @dataclass(frozen=True)
 class ApiContext:
-    """What the API may read, and the one action it may trigger so far."""
+    """What the API may read, and the actions it may trigger (reload, a backup run)."""
 
     info: AgentInfo
     store: SnapshotStore
     registry: CollectorRegistry
     token: Callable[[], str]
     reload: Callable[[], Awaitable[ReloadResult]]
+    backups: BackupControl | None = None
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -132,6 +135,27 @@ async def reload(request: web.Request) -> web.Response:
     return json_response({"reloaded": True, "config_path": result.config_path})
 
 
+@token_required
+async def backup_now(request: web.Request) -> web.Response:
+    """Start a backup run; `?wait=true` answers with its result when it is done."""
+    control = request.app[CONTEXT].backups
+    if control is None:
+        return json_error(409, "backups are not available in this agent")
+    wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
+    try:
+        result = await control.trigger(wait=wait)
+    except (AlreadyRunning, BackupsDisabled) as exc:
+        return json_error(409, str(exc))
+    if result is None:
+        return json_response({"started": True}, status=202)
+    return json_response(result.to_dict())
+
+
+async def backups(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    return json_response(backups_document(context.store.get("backups")))
+
+
 def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Application:
     app = web.Application(middlewares=[errors_as_json, bearer_auth], client_max_size=max_body_size)
     app[CONTEXT] = context
@@ -140,4 +164,6 @@ def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Applica
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/v1/reload", reload)
+    app.router.add_get("/v1/backups", backups)
+    app.router.add_post("/v1/backups", backup_now)
     return app

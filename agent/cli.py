@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .backup.cli import register as register_backup
+from .compose.cli import register as register_import_compose
 from .config import (
     EX_CONFIG,
     AgentConfig,
@@ -181,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.add_argument("--json", action="store_true", help='print {"version": ...}')
     version.set_defaults(func=cmd_version)
+
+    register_import_compose(sub)
+    register_backup(sub)
     return parser
 
 

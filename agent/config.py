@@ -188,6 +188,159 @@ class WatchConfig:
         return out
 
 
+XidList = tuple[int, ...]
+_XID = _limits(1, 999)
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """When a GPU counts as sick (docs/gpu.md), and what to do about Ollama then."""
+
+    temperature_warn: int = field(default=83, metadata=_limits(30, 130))
+    temperature_critical: int = field(default=90, metadata=_limits(30, 130))
+    memory_full_percent: int = field(default=95, metadata=_limits(50, 100))
+    reset_xids: XidList = field(
+        default=(48, 62, 64, 74, 79, 92, 95, 119, 120, 140, 154), metadata=_XID
+    )
+    application_xids: XidList = field(default=(13, 31, 43, 45, 68), metadata=_XID)
+    xid_window: Duration = 3600.0
+    xid_storm: int = field(default=20, metadata=_limits(0, 1_000_000))
+    kernel_log: bool = True
+    ollama_url: str = "http://127.0.0.1:11434"
+    restart_ollama_on_xid: bool = False
+    restart_cooldown: Duration = 1800.0
+    ollama_unit: str = "ollama.service"
+
+    @property
+    def reset_xid_set(self) -> frozenset[int]:
+        return frozenset(self.reset_xids)
+
+    @property
+    def application_xid_set(self) -> frozenset[int]:
+        return frozenset(self.application_xids)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if self.temperature_warn >= self.temperature_critical:
+            out.append(
+                (
+                    "temperature_warn",
+                    f"must be lower than gpu.temperature_critical ({self.temperature_critical}), "
+                    f"got {self.temperature_warn}",
+                )
+            )
+        both = sorted(self.reset_xid_set & self.application_xid_set)
+        if both:
+            listed = ", ".join(map(str, both))
+            out.append(("application_xids", f"XIDs {listed} are also in gpu.reset_xids"))
+        if self.xid_window <= 0:
+            out.append(("xid_window", "must be longer than 0s"))
+        if self.restart_cooldown < 60:
+            # A shorter cooldown could turn "restart on XID" into a restart loop.
+            out.append(("restart_cooldown", "must be at least 1m"))
+        if not self.ollama_url.startswith(("http://", "https://")):
+            why = f"must start with http:// or https://, got {self.ollama_url!r}"
+            out.append(("ollama_url", why))
+        return out
+
+
+_UNIT_SUFFIXES = (".service", ".target", ".socket", ".timer", ".path", ".mount", ".scope")
+_PG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
+
+
+def parse_unit_list(text: str) -> tuple[str, ...]:
+    """`litellm.service,open-webui.service` -> a tuple; `none` -> ()."""
+    if text.strip() == "none":
+        return ()
+    units = tuple(u.strip() for u in text.split(","))
+    for unit in units:
+        if not unit.endswith(_UNIT_SUFFIXES) or not re.fullmatch(r"[\w@.:\\-]+", unit):
+            raise ValueError(
+                f"not a list of systemd units: {text!r} "
+                "(write full unit names, e.g. litellm.service, or none)"
+            )
+    return units
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """PostgreSQL backups (docs/backups.md): schedule, source, retention, safety floors."""
+
+    # Off until there is a database to back up: with nothing deployed, every run would
+    # fail and keep the agent degraded. Deploying the stack is when to turn it on.
+    enabled: bool = False
+    schedule: str = "0 3 * * *"
+    timezone: str = "local"
+    directory: Path = Path("/var/lib/aistack/backups")
+    source: Literal["podman", "local"] = "podman"
+    container: str = "postgres"
+    host: str = "127.0.0.1"
+    port: int = field(default=5432, metadata=_limits(1, 65535))
+    database: str = "litellm"
+    user: str = "llmproxy"
+    password_file: Path = Path("/etc/aistack/postgres-password")
+    compression: Literal["auto", "zstd", "gzip", "none"] = "auto"
+    compression_level: int = field(default=0, metadata=_limits(0, 22))
+    globals: bool = True
+    keep_last: int = field(default=7, metadata=_limits(0, 10_000))
+    keep_daily: int = field(default=7, metadata=_limits(0, 10_000))
+    keep_weekly: int = field(default=4, metadata=_limits(0, 10_000))
+    keep_monthly: int = field(default=6, metadata=_limits(0, 10_000))
+    keep_yearly: int = field(default=2, metadata=_limits(0, 10_000))
+    min_keep: int = field(default=3, metadata=_limits(1, 10_000))
+    min_free: ByteSize = 1 << 30
+    min_size: ByteSize = 1024
+    size_drop_percent: int = field(default=50, metadata=_limits(0, 100))
+    misfire_grace: Duration = 6 * 3600.0
+    catch_up_delay: Duration = 60.0
+    timeout: Duration = 6 * 3600.0
+    dependents: str = "litellm.service"
+    trial_restore: bool = False
+
+    @property
+    def dependent_units(self) -> tuple[str, ...]:
+        return parse_unit_list(self.dependents)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        tz = None
+        if self.timezone != "local":
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                tz = ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                why = "use local or an IANA name such as Europe/Berlin or UTC"
+                out.append(("timezone", f"unknown time zone {self.timezone!r} ({why})"))
+        try:
+            from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+            CronTrigger.from_crontab(self.schedule, timezone=tz)
+        except ValueError as exc:
+            why = "5 fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'"
+            out.append(("schedule", f"not a cron expression: {self.schedule!r} ({why}): {exc}"))
+        for key in ("database", "user"):
+            if not _PG_NAME.fullmatch(getattr(self, key)):
+                out.append((key, f"not a PostgreSQL name: {getattr(self, key)!r}"))
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", self.container):
+            out.append(("container", f"not a container name: {self.container!r}"))
+        level = self.compression_level
+        if self.compression == "gzip" and level > 9:
+            out.append(("compression_level", f"gzip takes 1-9 (0: its default, 1), got {level}"))
+        if self.compression == "none" and level:
+            out.append(("compression_level", "must be 0 with compression: none"))
+        try:
+            parse_unit_list(self.dependents)
+        except ValueError as exc:
+            out.append(("dependents", str(exc)))
+        for key in ("timeout", "misfire_grace"):
+            if getattr(self, key) < 60:
+                out.append((key, "must be at least 1m"))
+        if self.catch_up_delay < 0:
+            out.append(("catch_up_delay", "must not be negative"))
+        return out
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """The whole of agent.yaml. Later sections (stack, backups, gpu) slot in here."""
@@ -195,6 +348,8 @@ class AgentConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    backups: BackupConfig = field(default_factory=BackupConfig)
 
 
 # --- validation ----------------------------------------------------------------------
@@ -202,6 +357,10 @@ class AgentConfig:
 
 class _Invalid(Exception):
     pass
+
+
+class _Reported(Exception):
+    """The problems were already appended to the error list (one per list item)."""
 
 
 def _describe(value: object) -> str:
@@ -228,6 +387,20 @@ def _convert(
                 f"must be one of {', '.join(map(repr, choices))} (got {_describe(value)})"
             )
         return value
+    if origin is tuple:  # a YAML list: tuple[T, ...], each item checked like a field
+        if not isinstance(value, list):
+            raise _Invalid(f"must be a list (got {_describe(value)})")
+        item_hint = get_args(hint)[0]
+        items, bad = [], False
+        for i, item in enumerate(value):
+            try:
+                items.append(_convert(item, item_hint, meta, f"{path}[{i}]", errors))
+            except (_Invalid, ValueError) as exc:
+                errors.append(f"{path.rstrip('.')}[{i}]: {exc}")
+                bad = True
+        if bad:
+            raise _Reported
+        return tuple(items)
     if is_dataclass(hint):
         if value is None:  # a section whose keys are all commented out
             value = {}
@@ -276,6 +449,8 @@ def _build(cls: type[Any], data: Mapping[Any, Any], prefix: str, errors: list[st
             values[key] = _convert(value, hints[key], meta, f"{path}.", errors)
         except (_Invalid, ValueError) as exc:
             errors.append(f"{path}: {exc}")
+        except _Reported:
+            pass
     if len(errors) != before:
         return None
     instance = cls(**values)
@@ -300,6 +475,8 @@ def _plain(value: Any, hint: Any = None) -> Any:
             return format_size(value)
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, tuple):
+        return list(value)
     return value
 
 

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from . import __version__, notify
 from .api import ApiContext, ReloadResult, create_app
+from .backup.scheduler import BackupService
 from .config import EX_CONFIG, AgentConfig, ConfigError, load_config, resolve_path
 from .log import setup_logging
 from .metrics import build_registry
@@ -54,7 +55,10 @@ class Agent:
         self.info = AgentInfo(config_path=str(config_path))
         self.store = SnapshotStore()
         self.watchers: list[Watcher] = [w(self.store, config.watch) for w in ALL_WATCHERS]
+        for watcher in self.watchers:
+            watcher.configure(config)
         self.registry = build_registry(self.info, self.store.latest)
+        self.backups = BackupService(self.store, config.backups, config.watch)
         self._token = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -91,15 +95,17 @@ class Agent:
         async with self._reload_lock:  # a SIGHUP during start-up waits for READY
             for watcher in self.watchers:
                 self._spawn(watcher.run(), f"watch.{watcher.source}")
+            self._spawn(self.backups.run(), "backups")  # scheduler + its own watcher
             first = await self.store.wait_for(
-                [w.source for w in self.watchers], within=self.config.watch.timeout + 1.0
+                [*(w.source for w in self.watchers), "backups"],
+                within=self.config.watch.timeout + 1.0,
             )
             if not first:
                 log.warning("not every source published a first snapshot in time")
-            app = create_app(
-                ApiContext(self.info, self.store, self.registry, lambda: self._token, self.reload),
-                max_body_size=self.config.api.max_body_size,
+            context = ApiContext(
+                self.info, self.store, self.registry, lambda: self._token, self.reload, self.backups
             )
+            app = create_app(context, max_body_size=self.config.api.max_body_size)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
             await self._runner.setup()
             try:
@@ -190,7 +196,8 @@ class Agent:
             self.config, self._token = new, token
             setup_logging(new.logging.level, new.logging.format)
             for watcher in self.watchers:
-                watcher.reconfigure(new.watch)
+                watcher.configure(new)
+            self.backups.reconfigure(new.backups, new.watch)
             log.info("configuration reloaded", config=path, listen=self.listen)
             notify.ready(summary(self.store.latest(), self.listen))
             return ReloadResult(True, path)

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Gauge, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .backup.metrics import BackupCollector
+from .gpu.metrics import GpuMetricsCollector
 from .snapshot import SourceSnapshot, SourceState
 from .status import AgentInfo
 
@@ -67,4 +69,6 @@ def build_registry(
     ).set(info.started_at)
     ProcessCollector(registry=registry)
     registry.register(SnapshotCollector(snapshots))
+    registry.register(GpuMetricsCollector(snapshots))
+    registry.register(BackupCollector(snapshots))
     return registry

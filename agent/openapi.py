@@ -8,6 +8,10 @@ from typing import Any
 from .status import SCHEMA_VERSION
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_BACKUP_STATES = [
+    "ok", "running", "pending", "failing", "stale", "never-succeeded", "disabled",
+    "unavailable", "not-configured",
+]  # fmt: skip
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -17,6 +21,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         401: "Missing or wrong bearer token.",
+        409: "Backups are disabled, or a backup is already running.",
         422: "Invalid new config; old one kept.",
         500: "Internal error (details only in the agent's log).",
     }
@@ -60,7 +65,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "sources": {"type": "object", "additionalProperties": source},
             "services": {"type": "object"},
             "gpus": {"type": "array", "items": {"type": "object"}},
-            "backups": {"type": "object"},
+            "backups": {"$ref": "#/components/schemas/BackupStatus"},
         },
     }
     return {
@@ -106,6 +111,37 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1 document.")},
                 }
             },
+            "/v1/backups": {
+                "get": {
+                    "summary": "The backups: their status and the list, newest first "
+                    "(from the latest snapshot).",
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Backups"}, "Backups.")
+                    },
+                },
+                "post": {
+                    "summary": "Start a backup run now. With wait=true, answer when it ended, "
+                    "with its result (a failed run is a 200 with result failure).",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "boolean", "default": False},
+                            "description": "Wait for the run to end and return its result.",
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/BackupRun"}, "Run ended."),
+                        "202": _json(
+                            {"type": "object", "properties": {"started": {"const": True}}},
+                            "Run started.",
+                        ),
+                        **_errors(401, 409),
+                    },
+                },
+            },
             "/v1/reload": {
                 "post": {
                     "summary": "Reload the config file, as SIGHUP does.",
@@ -140,6 +176,65 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "properties": {"status": {"const": "alive"}, "version": {"type": "string"}},
                 },
                 "Status": status,
+                "BackupRun": {
+                    "type": "object",
+                    "required": ["result", "trigger", "started_at", "finished_at"],
+                    "properties": {
+                        "result": {"enum": ["success", "failure", "refused"]},
+                        "trigger": {"type": "string"},
+                        "id": {"type": ["string", "null"]},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "finished_at": {"type": "string", "format": "date-time"},
+                        "duration_seconds": {"type": "number"},
+                        "size_bytes": {"type": ["integer", "null"]},
+                        "sha256": {"type": ["string", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "stage": {"type": ["string", "null"]},
+                        "stderr": {"type": ["string", "null"]},
+                        "warnings": {"type": "array", "items": {"type": "string"}},
+                        "pruned": {"type": "array", "items": {"type": "string"}},
+                        "retained": {"type": ["integer", "null"]},
+                        "free_bytes": {"type": ["integer", "null"]},
+                        "required_free_bytes": {"type": ["integer", "null"]},
+                    },
+                },
+                "Backups": {
+                    "type": "object",
+                    "required": ["status", "backups"],
+                    "properties": {
+                        "status": {"$ref": "#/components/schemas/BackupStatus"},
+                        "backups": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "started_at": {"type": "string", "format": "date-time"},
+                                    "finished_at": {"type": "string", "format": "date-time"},
+                                    "size_bytes": {"type": "integer"},
+                                    "verified": {"type": "boolean"},
+                                    "keep": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        },
+                    },
+                },
+                "BackupStatus": {
+                    "type": "object",
+                    "required": ["state"],
+                    "properties": {
+                        "state": {"enum": _BACKUP_STATES},
+                        "reason": {"type": ["string", "null"]},
+                        "last_success_at": {"type": ["string", "null"], "format": "date-time"},
+                        "last_success_age_seconds": {"type": ["number", "null"]},
+                        "last_size_bytes": {"type": ["integer", "null"]},
+                        "last_failure_at": {"type": ["string", "null"], "format": "date-time"},
+                        "last_error": {"type": ["string", "null"]},
+                        "next_run_at": {"type": ["string", "null"], "format": "date-time"},
+                        "retained": {"type": "integer"},
+                        "free_bytes": {"type": ["integer", "null"]},
+                    },
+                },
                 "Reload": {
                     "type": "object",
                     "properties": {

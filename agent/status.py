@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
+from .backup.watcher import degraded_reason as backups_degraded
+from .backup.watcher import status_section as backups_section
 from .snapshot import SourceSnapshot, SourceState, thaw
 
 SCHEMA_VERSION = 1
@@ -43,6 +45,9 @@ def overall(snapshots: Mapping[str, SourceSnapshot]) -> tuple[str, list[str]]:
             reasons.append(f"{name}: not checked yet")
         elif snap.state is not SourceState.OK:
             reasons.append(f"{name}: {snap.reason or snap.state}")
+    # Backups degrade the state when the last success is older than 1.5 x the interval.
+    if backup_reason := backups_degraded(snapshots.get("backups")):
+        reasons.append(f"backups: {backup_reason}")
     return ("ok" if not reasons else "degraded"), reasons
 
 
@@ -70,11 +75,12 @@ def status_document(
                 "data": thaw(snap.data),
             }
             for name, snap in sorted(snapshots.items())
+            if name != "backups"  # not an external system: its own section below
         },
-        # Filled by later work: the stack (services), GPU health (gpus), backups.
+        # Filled by later work: the stack (services).
         "services": {},
         "gpus": thaw(gpu.data.get("gpus", ())) if gpu is not None else [],
-        "backups": {"state": "not-configured"},
+        "backups": backups_section(snapshots.get("backups")),
     }
 
 

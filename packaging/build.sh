@@ -8,7 +8,8 @@ cd "$repo"
 PY=${PY:-.venv/bin/python}
 NFPM=${NFPM:-.venv/bin/nfpm}
 
-VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agent/__init__.py)
+# AISTACK_VERSION overrides the package version (the e2e upgrade test builds two).
+VERSION=${AISTACK_VERSION:-$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agent/__init__.py)}
 STAGE=build/stage  # fixed path: nfpm expands no variables in contents
 export VERSION STAGE
 rm -rf "$STAGE"

@@ -1,24 +1,22 @@
 """Snapshots and watchers: immutable state, and 'unavailable' with a reason, never a crash.
 
 Podman and systemd are really absent on this development host, so these tests see the
-real 'unavailable' paths; the testbed e2e suite covers the available ones. NVML is faked
-(FakeNvml) because it is a hardware boundary: there is no GPU here.
+real 'unavailable' paths; the testbed e2e suite covers the available ones. The GPU
+watcher has its own tests (tests/test_gpu_*.py, with the fake NVML module).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import tempfile
-import types
 from pathlib import Path
 
 import pytest
 
 from agent.config import WatchConfig
 from agent.snapshot import SnapshotStore, SourceSnapshot, SourceState
-from agent.watchers import GpuWatcher, PodmanWatcher, SystemdWatcher, Watcher
+from agent.watchers import PodmanWatcher, SystemdWatcher, Watcher
 
 
 def test_snapshot_is_deeply_immutable() -> None:
@@ -148,96 +146,3 @@ async def test_reconfigure_polls_at_once() -> None:
     assert first is not None and second is not None
     assert second.taken_monotonic > first.taken_monotonic
     assert watcher.config.interval == 30.0
-
-
-class FakeNvml(types.ModuleType):
-    """Fake of NVML (the pynvml module) for a host with no GPU: a hardware boundary."""
-
-    NVML_TEMPERATURE_GPU = 0
-
-    def __init__(self, fail: str | None = None) -> None:
-        super().__init__("pynvml")
-        self.fail = fail
-        self.shutdowns = 0
-
-    def nvmlInit(self) -> None:
-        if self.fail:
-            raise RuntimeError(self.fail)
-
-    def nvmlShutdown(self) -> None:
-        self.shutdowns += 1
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-        return index
-
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> types.SimpleNamespace:
-        return types.SimpleNamespace(used=2 * 2**30, total=24 * 2**30)
-
-    def nvmlDeviceGetUUID(self, handle: int) -> bytes:
-        return b"GPU-0000"
-
-    def nvmlDeviceGetName(self, handle: int) -> str:
-        return "NVIDIA L4"
-
-    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
-        return 51
-
-
-def _gpu_watcher(tmp_path: Path, nvidia: bool) -> GpuWatcher:
-    watcher = GpuWatcher(SnapshotStore(), _config())
-    watcher.nvidia_proc = tmp_path / "proc-driver-nvidia"
-    watcher.drm_root = tmp_path / "drm"
-    if nvidia:
-        watcher.nvidia_proc.mkdir()
-    return watcher
-
-
-async def test_gpu_through_nvml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeNvml()
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
-    snap = await _gpu_watcher(tmp_path, nvidia=True).poll_once()
-    assert snap.state is SourceState.OK
-    gpu = snap.data["gpus"][0]
-    assert (gpu["name"], gpu["uuid"], gpu["temperature_celsius"]) == ("NVIDIA L4", "GPU-0000", 51)
-    assert gpu["memory_total_bytes"] == 24 * 2**30
-    assert fake.shutdowns == 1
-
-
-async def test_nvml_error_is_gpu_state_not_a_crash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(fail="Driver Not Loaded"))
-    snap = await _gpu_watcher(tmp_path, nvidia=True).poll_once()
-    assert snap.state is SourceState.UNAVAILABLE
-    assert snap.reason == "NVML error: Driver Not Loaded"
-
-
-async def test_nvidia_driver_without_nvidia_ml_py(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
-    snap = await _gpu_watcher(tmp_path, nvidia=True).poll_once()
-    assert snap.reason is not None and "nvidia-ml-py is not installed" in snap.reason
-
-
-async def test_no_gpu_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", None)
-    snap = await _gpu_watcher(tmp_path, nvidia=False).poll_once()
-    assert snap.state is SourceState.UNAVAILABLE
-    assert snap.reason is not None and snap.reason.startswith("no GPU found")
-
-
-async def test_amd_card_found_in_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", None)
-    watcher = _gpu_watcher(tmp_path, nvidia=False)
-    (watcher.drm_root / "card1" / "device").mkdir(parents=True)
-    (watcher.drm_root / "card1" / "device" / "vendor").write_text("0x1002\n")
-    snap = await watcher.poll_once()
-    assert snap.state is SourceState.DEGRADED
-    assert snap.reason is not None and "card1" in snap.reason

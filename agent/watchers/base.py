@@ -2,7 +2,7 @@
 
 A watcher never raises out of its loop: an exception or a timeout becomes an
 `unavailable` snapshot with the reason, so a missing Podman or D-Bus is a state the
-agent reports, not a crash. Blocking client libraries (podman-py, pystemd) run in a
+agent reports, not a crash. Blocking clients (the libpod API, pystemd) run in a
 thread so the event loop, and with it the API and the watchdog, stays responsive.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from ..config import WatchConfig, format_duration
+from ..config import AgentConfig, WatchConfig, format_duration
 from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
 
 
@@ -34,6 +34,11 @@ class Watcher(abc.ABC):
     @abc.abstractmethod
     async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
         """Look at the external system once: (state, reason, data)."""
+
+    def configure(self, config: AgentConfig) -> None:
+        """Take the whole (re)loaded config; a watcher with a section of its own overrides
+        this to read it too."""
+        self.reconfigure(config.watch)
 
     def reconfigure(self, config: WatchConfig) -> None:
         """Take a reloaded config and poll again at once."""

@@ -11,15 +11,17 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from .. import podman_api
 from ..snapshot import SourceState
 from .base import SourceUnavailable, Watcher
 
 
 def _version(socket: Path, timeout: float) -> dict[str, Any]:
-    from podman import PodmanClient  # imported lazily: pulls in requests
-
-    with PodmanClient(base_url=f"unix://{socket}", timeout=timeout) as client:
-        info: dict[str, Any] = client.version()  # type: ignore[no-untyped-call]
+    status, info = podman_api.request_json(
+        socket, "GET", f"{podman_api.API}/version", None, timeout
+    )
+    if status != 200 or not isinstance(info, dict):
+        raise podman_api.PodmanApiError(f"GET /version answered {status}: {info}")
     return {
         "version": info.get("Version"),
         "api_version": info.get("ApiVersion"),
