@@ -3,8 +3,9 @@
     python -m tests.e2e.demo up     # build what is missing, boot, install, start, show status
     python -m tests.e2e.demo down   # stop the guest, verify nothing is left behind
 
-`up` boots the persistent testbed guest (Debian 13, systemd 257, Podman 5.4), installs the
-agent from this checkout as the systemd service `aistack-agent`, starts Podman's API socket
+`up` boots the persistent testbed guest (Debian 13, systemd 257, Podman 5.4), builds this
+checkout's deb and installs it (`apt-get install ./aistack_*.deb`, as users do), starts
+Podman's API socket
 and the agent, waits for READY, and prints `curl -s localhost:9200/status` run inside the
 guest, plus how to enter the guest. It is idempotent: run it again to reinstall and restart.
 """
@@ -37,8 +38,8 @@ def up() -> int:
     cache = testbed.cache_dir()
     with step(f"testbed: rootfs and images (cache {cache}; first run builds, ~2-3 min)"):
         guest = testbed.up(cache)
-    with step("installing the agent from this checkout into the guest"):
-        testbed.install_agent_from_source(guest)
+    with step("building this checkout's deb and installing it in the guest (apt-get)"):
+        testbed.install_agent_from_deb(guest, testbed.build_deb())
     with step("starting podman.socket and aistack-agent (Type=notify: waits for READY)"):
         guest.run(["systemctl", "enable", "--now", "podman.socket"], timeout=60)
         guest.run(["systemctl", "enable", UNIT], timeout=60)

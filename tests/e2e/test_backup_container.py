@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,7 @@ Notify=healthy
 TimeoutStartSec=120
 """
 CONFIG = """backups:
+  enabled: true
   source: podman
   container: e2e-pg
   user: aistack
@@ -82,7 +84,7 @@ def _aistack(guest: Guest, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def stack(guest: Guest, postgres_image: str) -> Iterator[Guest]:
+def stack(guest: Guest, postgres_image: str, agent_deb: Path) -> Iterator[Guest]:
     guest.write_quadlet("e2e-pgdata.volume", "[Volume]\n")
     guest.write_quadlet("e2e-pg.container", POSTGRES.format(image=postgres_image))
     guest.write_file(
@@ -91,24 +93,15 @@ def stack(guest: Guest, postgres_image: str) -> Iterator[Guest]:
     guest.daemon_reload()
     guest.start("e2e-pg.service", timeout=150)
     guest.start(DEPENDENT)
-    testbed.install_agent_from_source(guest)
+    testbed.install_agent_from_deb(guest, agent_deb)
     guest.write_file("/etc/aistack/agent.yaml", CONFIG)
     guest.units_of_interest.add(UNIT)
     guest.start(UNIT, timeout=90)
     yield guest
     guest.run(["systemctl", "stop", UNIT, DEPENDENT], check=False)
-    guest.run(
-        [
-            "rm",
-            "-rf",
-            "/etc/systemd/system/aistack-agent.service",
-            "/usr/lib/aistack",
-            "/usr/bin/aistack-agent",
-            "/usr/bin/aistack",
-            "/etc/aistack",
-            "/var/lib/aistack",
-        ]
-    )
+    guest.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "-q", "aistack"],
+              check=False, timeout=120)  # fmt: skip
+    guest.run(["rm", "-rf", "/var/lib/aistack", "/etc/aistack"])
     guest.daemon_reload()
 
 

@@ -45,3 +45,37 @@ def test_generator_accepts_every_template(guest: Guest) -> None:
     assert "--sdnotify=healthy" in units["postgres.service"]
     assert "Wants=ollama.service litellm.service" in units["open-webui.service"]
     guest.run(["rm", "-rf", "/tmp/units"])
+
+
+def _health_cmd(unit: str) -> list[str]:
+    """The shipped unit's HealthCmd as podman runs it: a JSON list as argv, else sh -c."""
+    import json
+
+    text = (testbed.REPO_ROOT / "units" / unit).read_text()
+    value = re.search(r"^HealthCmd=(.*)$", text, re.M)
+    assert value, unit
+    cmd = value.group(1).strip()
+    return list(json.loads(cmd)) if cmd.startswith("[") else ["/bin/sh", "-c", cmd]
+
+
+@pytest.mark.parametrize(
+    ("unit", "image"),
+    [("ollama.container", "ollama"), ("open-webui.container", "open-webui"),
+     ("litellm.container", "litellm")],
+)  # fmt: skip
+def test_shipped_health_commands_run_in_the_stand_ins(
+    guest: Guest, standin_images: dict[str, str], unit: str, image: str
+) -> None:
+    """The stand-ins answer the shipped units' own health commands, so what the testbed
+    proves about health holds for the units users get; a 500 makes the command fail."""
+    name = f"hc-{image}"
+    guest.podman("run", "-d", "--name", name, standin_images[image])
+    cmd = _health_cmd(unit)
+    guest.wait_for(
+        f"{unit} health command passing",
+        lambda: guest.run(["podman", "exec", name, *cmd], check=False).returncode == 0,
+        timeout=30,
+    )
+    guest.podman("exec", name, "touch", "/run/fault/500")
+    assert guest.run(["podman", "exec", name, *cmd], check=False).returncode != 0
+    guest.podman("rm", "-f", "-t", "0", name)

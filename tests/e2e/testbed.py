@@ -1147,43 +1147,6 @@ def _build_postgres(guest: Guest, tag: str, recipe: str) -> None:
 # --------------------------------------------------------------------------- the agent
 
 
-LAUNCHER = '''#!/usr/bin/python3
-"""{name}: launcher installed by the aistack e2e testbed from a source checkout."""
-import sys
-
-sys.path.insert(0, "/usr/lib/aistack")
-from {module} import main  # noqa: E402
-
-sys.exit(main())
-'''
-
-
-def install_agent_from_source(guest: Guest, repo_root: Path = REPO_ROOT) -> None:
-    """Install the agent from this checkout the way the deb lays it out (package under
-    /usr/lib/aistack, launchers in /usr/bin, unit, default config), without building a deb."""
-    agent = repo_root / "agent"
-    if not (agent / "__init__.py").is_file():
-        raise TestbedError(f"no agent package at {agent}")
-    guest.run(["rm", "-rf", "/usr/lib/aistack/agent"])
-    guest.copy_in(agent, "/usr/lib/aistack/agent")
-    guest.write_file(
-        "/usr/bin/aistack-agent",
-        LAUNCHER.format(name="aistack-agent", module="agent.daemon"),
-        0o755,
-    )
-    guest.write_file("/usr/bin/aistack", LAUNCHER.format(name="aistack", module="agent.cli"), 0o755)
-    guest.copy_in(
-        repo_root / "units/aistack-agent.service", "/etc/systemd/system/aistack-agent.service"
-    )
-    config = repo_root / "etc/aistack/agent.yaml"
-    if (
-        config.is_file()
-        and guest.run(["test", "-e", "/etc/aistack/agent.yaml"], check=False).returncode
-    ):
-        guest.copy_in(config, "/etc/aistack/agent.yaml")
-    guest.run(["systemctl", "daemon-reload"])
-
-
 def build_deb(version: str | None = None, repo_root: Path = REPO_ROOT) -> Path:
     """Build the deb from this checkout (packaging/build.sh, nfpm from the venv)."""
     env = dict(os.environ)
@@ -1206,7 +1169,7 @@ def install_agent_from_deb(guest: Guest, deb: Path) -> str:
     Debian packages of the rootfs (the guest has no network). Returns apt's output."""
     guest.copy_in(deb, f"/tmp/{deb.name}")
     res = guest.run(
-        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--reinstall",
          "-o", "Dpkg::Options::=--force-confold", f"/tmp/{deb.name}"],
         timeout=300,
     )  # fmt: skip
