@@ -21,6 +21,7 @@ from .backup.model import AlreadyRunning, BackupControl, BackupsDisabled
 from .backup.watcher import backups_document
 from .openapi import openapi_document
 from .snapshot import SnapshotStore
+from .stack.control import Busy, StackControl, UnknownService
 from .status import AgentInfo, status_document
 from .token import token_matches
 
@@ -46,6 +47,7 @@ class ApiContext:
     token: Callable[[], str]
     reload: Callable[[], Awaitable[ReloadResult]]
     backups: BackupControl | None = None
+    stack: StackControl | None = None
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -151,6 +153,47 @@ async def backup_now(request: web.Request) -> web.Response:
     return json_response(result.to_dict())
 
 
+@token_required
+async def stack_apply(request: web.Request) -> web.Response:
+    """Render, write what changed, (re)start in order, wait until healthy; the report."""
+    control = request.app[CONTEXT].stack
+    if control is None:
+        return json_error(409, "the stack is not managed by this agent")
+    purge = request.query.get("purge_data", "false").lower() in ("1", "true", "yes")
+    # `aistack up` applies the config file as it is now: reload it first, all or nothing.
+    reloaded = await request.app[CONTEXT].reload()
+    if not reloaded.ok:
+        return json_error(
+            422,
+            f"config in {reloaded.config_path} is invalid; nothing was changed",
+            problems=list(reloaded.problems),
+        )
+    try:
+        report = await control.apply(purge_data=purge)
+    except Busy as exc:
+        return json_error(409, str(exc))
+    if report.problems:
+        return json_error(
+            422, "nothing was changed: the config cannot be applied", problems=report.problems
+        )
+    return json_response(report.as_dict(), status=200 if report.ok else 502)
+
+
+@token_required
+async def service_action(request: web.Request) -> web.Response:
+    control = request.app[CONTEXT].stack
+    if control is None:
+        return json_error(409, "the stack is not managed by this agent")
+    name, action = request.match_info["name"], request.match_info["action"]
+    try:
+        result = await control.service(name, action)
+    except UnknownService as exc:
+        return json_error(404, str(exc))
+    body = {"service": result.service, "action": result.action, "ok": result.ok,
+            "result": result.result, "active_state": result.active_state}  # fmt: skip
+    return json_response(body, status=200 if result.ok else 502)
+
+
 async def backups(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     return json_response(backups_document(context.store.get("backups")))
@@ -166,4 +209,6 @@ def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Applica
     app.router.add_post("/v1/reload", reload)
     app.router.add_get("/v1/backups", backups)
     app.router.add_post("/v1/backups", backup_now)
+    app.router.add_post("/v1/apply", stack_apply)
+    app.router.add_post("/v1/services/{name}/{action}", service_action)
     return app

@@ -28,6 +28,7 @@ from .config import (
     render_yaml,
     resolve_path,
 )
+from .stack.cli import register as register_render
 
 EX_OK = 0
 EX_DEGRADED = 1  # the agent answered and reports a degraded stack
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=cmd_version)
 
     register_import_compose(sub)
+    register_render(sub)
     register_backup(sub)
     return parser
 

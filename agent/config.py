@@ -341,15 +341,139 @@ class BackupConfig:
         return out
 
 
+EnvMap = tuple[tuple[str, str], ...]  # a YAML mapping of environment variables, in order
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOST_PORT = re.compile(r"(?P<addr>\[[0-9a-fA-F:]+\]|[0-9.]+):(?P<port>[0-9]{1,5})")
+
+
+def _service_problems(svc: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for i, port in enumerate(svc.ports):
+        match = _HOST_PORT.fullmatch(port)
+        if not match or not 1 <= int(match["port"]) <= 65535:
+            out.append((f"ports[{i}]", f"not a host address:port: {port!r} (e.g. 127.0.0.1:8080)"))
+            continue
+        try:
+            ipaddress.ip_address(match["addr"].strip("[]"))
+        except ValueError:
+            out.append((f"ports[{i}]", f"not an IP address in {port!r}"))
+    for name, _ in svc.env:
+        if not _ENV_NAME.fullmatch(name):
+            out.append(("env", f"not an environment variable name: {name!r}"))
+    for i, volume in enumerate(svc.volumes):
+        parts = volume.split(":")
+        if len(parts) not in (2, 3) or not parts[1].startswith("/"):
+            why = f"{volume!r} is not SOURCE:/container/path[:OPTIONS]"
+            out.append((f"volumes[{i}]", why))
+    return out
+
+
+@dataclass(frozen=True)
+class OllamaConfig:
+    enabled: bool = True
+    image: str = "docker.io/ollama/ollama:latest"
+    ports: tuple[str, ...] = ("127.0.0.1:11434",)
+    env: EnvMap = ()
+    volumes: tuple[str, ...] = ()
+    # Models to keep pulled (pulled on apply when missing).
+    models: tuple[str, ...] = ()
+
+    def problems(self) -> list[tuple[str, str]]:
+        return _service_problems(self)
+
+
+@dataclass(frozen=True)
+class OpenWebuiConfig:
+    enabled: bool = True
+    image: str = "ghcr.io/open-webui/open-webui:main"
+    ports: tuple[str, ...] = ("127.0.0.1:8080",)
+    env: EnvMap = ()
+    volumes: tuple[str, ...] = ()
+    # Traefik Host() rule in proxy mode, e.g. ai.example.com.
+    hostname: str = "ai.localhost"
+
+    def problems(self) -> list[tuple[str, str]]:
+        return _service_problems(self)
+
+
+@dataclass(frozen=True)
+class LitellmConfig:
+    enabled: bool = True
+    image: str = "ghcr.io/berriai/litellm-database:main-v1.63.6-nightly"
+    ports: tuple[str, ...] = ("127.0.0.1:4000",)
+    env: EnvMap = ()
+    volumes: tuple[str, ...] = ()
+    hostname: str = "llm.localhost"
+    # Written into LiteLLM's config.yaml as model_list (LiteLLM's own format).
+    model_list: tuple[Any, ...] = ()
+    # Provider keys (e.g. OPENAI_API_KEY): each read from /etc/aistack/secrets/<NAME>.
+    provider_keys: tuple[str, ...] = ()
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = _service_problems(self)
+        for i, model in enumerate(self.model_list):
+            if not isinstance(model, Mapping) or "model_name" not in model:
+                out.append((f"model_list[{i}]", "needs model_name and litellm_params"))
+        for name in self.provider_keys:
+            if not _ENV_NAME.fullmatch(name):
+                out.append(("provider_keys", f"not an environment variable name: {name!r}"))
+        return out
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    enabled: bool = True
+    image: str = "docker.io/library/postgres:16"
+    ports: tuple[str, ...] = ("127.0.0.1:5432",)
+    env: EnvMap = ()
+    volumes: tuple[str, ...] = ()
+    database: str = "litellm"
+    user: str = "llmproxy"
+
+    def problems(self) -> list[tuple[str, str]]:
+        return _service_problems(self)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The AI stack as quadlet units (units/ holds the templates)."""
+
+    # Quadlet keys are chosen for this Podman version; auto asks the Podman API.
+    podman_version: str = "auto"
+    # auto: NVIDIA when a CDI spec exists, AMD when /dev/kfd exists, else none.
+    gpu: Literal["auto", "nvidia", "amd", "none"] = "auto"
+    # traefik: the seed's Traefik labels, and join the external proxy network.
+    proxy: Literal["none", "traefik"] = "none"
+    proxy_network: str = "proxy"
+    unit_dir: Path = Path("/etc/containers/systemd/aistack")
+    ollama: OllamaConfig = field(default_factory=OllamaConfig)
+    open_webui: OpenWebuiConfig = field(default_factory=OpenWebuiConfig)
+    litellm: LitellmConfig = field(default_factory=LitellmConfig)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if self.podman_version != "auto" and not re.fullmatch(
+            r"\d+\.\d+(\.\d+)?", self.podman_version
+        ):
+            out.append(("podman_version", f"must be auto or X.Y, got {self.podman_version!r}"))
+        if self.litellm.enabled and not self.postgres.enabled:
+            out.append(
+                ("litellm.enabled", "LiteLLM needs stack.postgres (enable it, or disable litellm)")
+            )
+        return out
+
+
 @dataclass(frozen=True)
 class AgentConfig:
-    """The whole of agent.yaml. Later sections (stack, backups, gpu) slot in here."""
+    """The whole of agent.yaml: one section per concern."""
 
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     backups: BackupConfig = field(default_factory=BackupConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
 
 
 # --- validation ----------------------------------------------------------------------
@@ -386,6 +510,20 @@ def _convert(
             raise _Invalid(
                 f"must be one of {', '.join(map(repr, choices))} (got {_describe(value)})"
             )
+        return value
+    if hint == EnvMap:  # a YAML mapping NAME: value; scalars become strings
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"must be a mapping of NAME: value (got {_describe(value)})")
+        pairs = []
+        for name, item in value.items():
+            if isinstance(item, Mapping | list) or item is None:
+                raise _Invalid(f"{name}: must be a string, number or true/false")
+            text = str(item).lower() if isinstance(item, bool) else str(item)
+            pairs.append((str(name), text))
+        return tuple(pairs)
+    if hint is Any:  # free-form data handed on as is (e.g. LiteLLM's model_list entries)
         return value
     if origin is tuple:  # a YAML list: tuple[T, ...], each item checked like a field
         if not isinstance(value, list):
@@ -475,6 +613,8 @@ def _plain(value: Any, hint: Any = None) -> Any:
             return format_size(value)
     if isinstance(value, Path):
         return str(value)
+    if hint == EnvMap:
+        return dict(value)
     if isinstance(value, tuple):
         return list(value)
     return value

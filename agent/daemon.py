@@ -31,6 +31,8 @@ from .config import EX_CONFIG, AgentConfig, ConfigError, load_config, resolve_pa
 from .log import setup_logging
 from .metrics import build_registry
 from .snapshot import SnapshotStore
+from .stack.control import StackControl
+from .stack.watcher import StackWatcher
 from .status import AgentInfo, summary
 from .token import TokenError, ensure_token
 from .watchers import ALL_WATCHERS, Watcher
@@ -54,7 +56,11 @@ class Agent:
         self.explicit = explicit
         self.info = AgentInfo(config_path=str(config_path))
         self.store = SnapshotStore()
-        self.watchers: list[Watcher] = [w(self.store, config.watch) for w in ALL_WATCHERS]
+        self.stack_watcher = StackWatcher(self.store, config.watch)
+        self.watchers: list[Watcher] = [
+            *(w(self.store, config.watch) for w in ALL_WATCHERS),
+            self.stack_watcher,
+        ]
         for watcher in self.watchers:
             watcher.configure(config)
         self.registry = build_registry(self.info, self.store.latest)
@@ -103,7 +109,13 @@ class Agent:
             if not first:
                 log.warning("not every source published a first snapshot in time")
             context = ApiContext(
-                self.info, self.store, self.registry, lambda: self._token, self.reload, self.backups
+                self.info,
+                self.store,
+                self.registry,
+                lambda: self._token,
+                self.reload,
+                self.backups,
+                StackControl(lambda: self.config, self.stack_watcher.wake),
             )
             app = create_app(context, max_body_size=self.config.api.max_body_size)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from .backup.metrics import BackupCollector
 from .gpu.metrics import GpuMetricsCollector
 from .snapshot import SourceSnapshot, SourceState
+from .stack.metrics import ServiceCollector
 from .status import AgentInfo
 
 
@@ -71,4 +72,5 @@ def build_registry(
     registry.register(SnapshotCollector(snapshots))
     registry.register(GpuMetricsCollector(snapshots))
     registry.register(BackupCollector(snapshots))
+    registry.register(ServiceCollector(snapshots))
     return registry

@@ -21,8 +21,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         401: "Missing or wrong bearer token.",
-        409: "Backups are disabled, or a backup is already running.",
-        422: "Invalid new config; old one kept.",
+        404: "No such service or action.",
+        409: "Busy (a backup run, or an apply), or the feature is off.",
+        422: "The config cannot be used (invalid, or cannot be applied); nothing changed.",
         500: "Internal error (details only in the agent's log).",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
@@ -142,6 +143,58 @@ def openapi_document(version: str) -> dict[str, Any]:
                     },
                 },
             },
+            "/v1/apply": {
+                "post": {
+                    "summary": "Apply the stack: reload the config file, render the units, "
+                    "write what changed, "
+                    "(re)start in dependency order, wait until healthy. Same config twice: "
+                    "nothing changes, nothing restarts.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "purge_data",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "boolean", "default": False},
+                            "description": "Also delete the volumes of services the config "
+                            "no longer has.",
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/ApplyReport"}, "Applied."),
+                        "502": _json(
+                            {"$ref": "#/components/schemas/ApplyReport"},
+                            "Applied, but a service did not come up (see failed).",
+                        ),
+                        **_errors(401, 409, 422),
+                    },
+                }
+            },
+            "/v1/services/{name}/{action}": {
+                "post": {
+                    "summary": "Start, stop or restart one service's unit, waiting for the job.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"enum": ["ollama", "open-webui", "litellm", "postgres"]},
+                        },
+                        {
+                            "name": "action",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"enum": ["start", "stop", "restart"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/ServiceAction"}, "Done."),
+                        "502": _json({"$ref": "#/components/schemas/ServiceAction"}, "Failed."),
+                        **_errors(401, 404, 409),
+                    },
+                }
+            },
             "/v1/reload": {
                 "post": {
                     "summary": "Reload the config file, as SIGHUP does.",
@@ -156,6 +209,38 @@ def openapi_document(version: str) -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                "ApplyReport": {
+                    "type": "object",
+                    "properties": {
+                        k: {"type": "array", "items": {"type": "string"}}
+                        for k in (
+                            "written",
+                            "removed",
+                            "started",
+                            "restarted",
+                            "stopped",
+                            "unchanged",
+                            "problems",
+                            "warnings",
+                            "purged_volumes",
+                        )
+                    }
+                    | {
+                        "ok": {"type": "boolean"},
+                        "seconds": {"type": "number"},
+                        "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+                "ServiceAction": {
+                    "type": "object",
+                    "properties": {
+                        "service": {"type": "string"},
+                        "action": {"type": "string"},
+                        "ok": {"type": "boolean"},
+                        "result": {"type": "string"},
+                        "active_state": {"type": "string"},
+                    },
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],

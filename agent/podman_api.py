@@ -240,3 +240,133 @@ class ExecStream:
             self._file.close()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+# --------------------------------------------------------------------------- secrets, inspect
+#
+# Podman secrets hold the stack's credentials (PostgreSQL password, LiteLLM master key).
+# A secret's value is only ever a request body here: it never enters a URL, an exception
+# message or a log line, and podman's own error text is scrubbed of it just in case.
+
+
+def _request_raw(
+    path: Path, method: str, url: str, data: bytes, timeout: float = 30.0
+) -> tuple[int, Any]:
+    """Like request_json, with a raw (octet-stream) body."""
+    conn = _UnixHTTPConnection(path, timeout)
+    try:
+        headers = {"Content-Type": "application/octet-stream"}
+        try:
+            conn.request(method, url, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except OSError as exc:
+            raise _connect_error(path, exc) from None
+        try:
+            parsed = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return resp.status, parsed
+    finally:
+        conn.close()
+
+
+def _scrubbed(text: str, secret: bytes) -> str:
+    value = secret.decode(errors="replace").strip()
+    return text.replace(value, "<redacted>") if value else text
+
+
+def secret_exists(path: Path, name: str, timeout: float = 30.0) -> bool:
+    status, data = request_json(
+        path, "GET", f"{API}/secrets/{quote(name, safe='')}/exists", timeout=timeout
+    )
+    if status in (200, 204):
+        return True
+    if status == 404:
+        return False
+    raise PodmanApiError(f"cannot check podman secret {name!r} ({status}): {_message(data)}")
+
+
+def secret_delete(path: Path, name: str, timeout: float = 30.0) -> bool:
+    """Remove a secret; False when there was none."""
+    status, data = request_json(
+        path, "DELETE", f"{API}/secrets/{quote(name, safe='')}", timeout=timeout
+    )
+    if status in (200, 204):
+        return True
+    if status == 404:
+        return False
+    raise PodmanApiError(f"cannot remove podman secret {name!r} ({status}): {_message(data)}")
+
+
+def _secret_post(
+    path: Path, name: str, data: bytes, replace: bool, timeout: float
+) -> tuple[int, Any]:
+    query = f"name={quote(name, safe='')}" + ("&replace=true" if replace else "")
+    return _request_raw(path, "POST", f"{API}/secrets/create?{query}", data, timeout)
+
+
+def _replace_refused(status: int, body: Any) -> bool:
+    """The server did not replace: it ignored `replace` (name in use) or refused it. Any
+    other error (a bad name, a value too large) must not cost the existing secret."""
+    text = _message(body).lower()
+    return status == 409 or (status in (400, 500) and ("in use" in text or "replace" in text))
+
+
+def secret_create(
+    path: Path, name: str, data: bytes, replace: bool = True, timeout: float = 30.0
+) -> str:
+    """Create (or with replace, overwrite) the secret `name`; returns its ID.
+
+    Podman >= 4.7 replaces in place (`replace=true`). When a server rejects that (an older
+    one answers that the name is in use, or refuses the parameter), the secret is deleted
+    and created again: containers already running keep the value they were started with.
+    """
+    if not data:
+        raise PodmanApiError(f"podman secret {name!r}: refusing to store an empty value")
+    status, body = _secret_post(path, name, data, replace, timeout)
+    if replace and status not in (200, 201) and _replace_refused(status, body):
+        secret_delete(path, name, timeout)
+        status, body = _secret_post(path, name, data, False, timeout)
+    if status not in (200, 201) or not isinstance(body, dict) or "ID" not in body:
+        detail = _scrubbed(_message(body), data)
+        in_use = status == 409 or "in use" in detail
+        hint = " (use replace=True to overwrite it)" if in_use and not replace else ""
+        raise PodmanApiError(f"cannot create podman secret {name!r} ({status}): {detail}{hint}")
+    return str(body["ID"])
+
+
+def container_inspect(path: Path, name: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """`podman container inspect` as a dict; None when there is no such container."""
+    status, data = request_json(
+        path, "GET", f"{API}/containers/{quote(name, safe='')}/json", timeout=timeout
+    )
+    if status == 404:
+        return None
+    if status != 200 or not isinstance(data, dict):
+        raise PodmanApiError(f"cannot inspect container {name!r} ({status}): {_message(data)}")
+    return data
+
+
+def image_exists(path: Path, ref: str, timeout: float = 30.0) -> bool:
+    """Whether the image is in local storage (no pull): `podman image exists`."""
+    status, data = request_json(
+        path, "GET", f"{API}/images/{quote(ref, safe='/:@')}/exists", timeout=timeout
+    )
+    if status in (200, 204):
+        return True
+    if status == 404:
+        return False
+    raise PodmanApiError(f"cannot check image {ref!r} ({status}): {_message(data)}")
+
+
+def volume_delete(path: Path, name: str, timeout: float = 30.0) -> bool:
+    """Remove a volume (its data is gone); False when there was none."""
+    status, data = request_json(
+        path, "DELETE", f"{API}/volumes/{quote(name, safe='')}", timeout=timeout
+    )
+    if status == 404:
+        return False
+    if status not in (200, 204):
+        raise PodmanApiError(f"cannot remove volume {name!r} ({status}): {_message(data)}")
+    return True

@@ -21,6 +21,7 @@ from .snapshot import SourceSnapshot, SourceState, thaw
 SCHEMA_VERSION = 1
 # Without these the stack cannot run; the GPU is optional (CPU inference works).
 REQUIRED_SOURCES = ("podman", "systemd")
+OWN_SECTIONS = ("backups", "stack")  # snapshots shown as `backups` and `services`
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ def overall(snapshots: Mapping[str, SourceSnapshot]) -> tuple[str, list[str]]:
     # Backups degrade the state when the last success is older than 1.5 x the interval.
     if backup_reason := backups_degraded(snapshots.get("backups")):
         reasons.append(f"backups: {backup_reason}")
+    # The stack's services; when Podman or systemd is down their reason already says why.
+    stack = snapshots.get("stack")
+    if stack is not None and stack.state is SourceState.DEGRADED:
+        reasons.append(f"services: {stack.reason}")
     return ("ok" if not reasons else "degraded"), reasons
 
 
@@ -57,6 +62,7 @@ def status_document(
     now = time.monotonic() if now_monotonic is None else now_monotonic
     state, reasons = overall(snapshots)
     gpu = snapshots.get("gpu")
+    stack = snapshots.get("stack")
     return {
         "schema_version": SCHEMA_VERSION,
         "version": info.version,
@@ -75,10 +81,9 @@ def status_document(
                 "data": thaw(snap.data),
             }
             for name, snap in sorted(snapshots.items())
-            if name != "backups"  # not an external system: its own section below
+            if name not in OWN_SECTIONS  # not external systems: their own sections below
         },
-        # Filled by later work: the stack (services).
-        "services": {},
+        "services": thaw(stack.data.get("services", {})) if stack is not None else {},
         "gpus": thaw(gpu.data.get("gpus", ())) if gpu is not None else [],
         "backups": backups_section(snapshots.get("backups")),
     }

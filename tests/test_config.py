@@ -33,7 +33,7 @@ MALFORMED = [
     ("apii: {}", "apii: unknown key (did you mean 'api'?)"),
     ("wacth: {}", "wacth: unknown key (did you mean 'watch'?)"),
     ("logging: {levle: info}", "logging.levle: unknown key in section 'logging' (did you mean 'logging.level'?)"),
-    ("zzz: 1", "zzz: unknown key; known keys: api, backups, gpu, logging, watch"),
+    ("zzz: 1", "zzz: unknown key; known keys: api, backups, gpu, logging, stack, watch"),
     ("api: {port: nine}", "api.port: must be a whole number (got 'nine')"),
     ("api: {port: 0}", "api.port: must be between 1 and 65535 (got 0)"),
     ("api: {port: 70000}", "api.port: must be between 1 and 65535 (got 70000)"),

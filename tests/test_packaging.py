@@ -19,6 +19,9 @@ from .conftest import REPO
 
 DEB = REPO / "dist" / f"aistack_{__version__}-1_all.deb"
 RPM = REPO / "dist" / f"aistack-{__version__}-1.noarch.rpm"
+TEMPLATES = [
+    p for p in (REPO / "units").iterdir() if p.suffix in (".container", ".network", ".volume")
+]
 AGENT_MODULES = sorted(
     f"/usr/lib/aistack/{p.relative_to(REPO)}" for p in (REPO / "agent").rglob("*.py")
 )
@@ -66,6 +69,7 @@ def test_deb_file_list(packages: None) -> None:
         "/usr/share/doc/aistack/copyright",
         "/usr/share/doc/aistack/changelog.Debian.gz",
         "/usr/share/lintian/overrides/aistack",
+        *(f"/usr/share/aistack/units/{p.name}" for p in TEMPLATES),
     }
     assert files["/usr/bin/aistack"] == files["/usr/bin/aistack-agent"] == "-rwxr-xr-x"
     assert not any("__pycache__" in p or p.endswith(".pyc") for p in files)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .keys import QUADLET_SECTIONS, SECTION_FOR_SUFFIX, PodmanVersion, first_version
@@ -222,6 +222,64 @@ class UnitFile:
         if _reaches_command_line(section, key):
             text = text.replace("$", "$$")
         self._sections.setdefault(section, []).append((key, text))
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> UnitFile:
+        """Read a hand-written unit (a template): values are kept exactly as written,
+        comments are dropped. Continuation lines are not supported (templates use none)."""
+        unit = cls(name)
+        section = None
+        for number, line in enumerate(text.splitlines(), 1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith(("#", ";")):
+                continue
+            if stripped.startswith("[") and stripped.endswith("]"):
+                section = stripped[1:-1]
+                unit.ensure_section(section)
+                continue
+            key, sep, value = stripped.partition("=")
+            if section is None or not sep or stripped.endswith("\\"):
+                raise UnitValueError(f"{name} line {number}: not a key=value line: {line!r}")
+            unit._sections[section].append((key.strip(), value.strip()))
+        return unit
+
+    def remove(self, section: str, key: str, value_prefix: str | None = None) -> int:
+        """Drop `key=` lines (those whose written value starts with value_prefix, if
+        given); returns how many went."""
+        lines = self._sections.get(section, [])
+        keep = [
+            (k, v)
+            for k, v in lines
+            if k != key or (value_prefix is not None and not v.startswith(value_prefix))
+        ]
+        self._sections[section] = keep
+        return len(lines) - len(keep)
+
+    def replace(self, section: str, key: str, values: Iterable[str]) -> None:
+        """Put `key=` lines with `values` where the key's first line was (else at the end),
+        dropping the old ones: a template's order survives its customisation."""
+        lines = self._sections.setdefault(section, [])
+        at = next((i for i, (k, _) in enumerate(lines) if k == key), len(lines))
+        fresh = UnitFile(self.name)
+        fresh.add_all(section, key, values)
+        kept_before = [line for line in lines[:at] if line[0] != key]
+        kept_after = [line for line in lines[at:] if line[0] != key]
+        self._sections[section] = kept_before + fresh.lines(section) + kept_after
+
+    def upsert(self, section: str, key: str, value: str, same: Callable[[str], bool]) -> None:
+        """Write `key=value` in place of the first line of `key` whose written value
+        `same` accepts (dropping any further such lines), else append it."""
+        fresh = UnitFile(self.name)
+        fresh.add(section, key, value)
+        new = fresh.lines(section)[0]
+        lines = self._sections.setdefault(section, [])
+        hits = [i for i, (k, v) in enumerate(lines) if k == key and same(v)]
+        if not hits:
+            lines.append(new)
+            return
+        lines[hits[0]] = new
+        for i in reversed(hits[1:]):
+            del lines[i]
 
     def add_all(self, section: str, key: str, values: Iterable[str]) -> None:
         """One `key=` line per value."""

@@ -17,6 +17,10 @@ if ! aistack-agent --init >/dev/null; then
          "(aistack check-config) and run: aistack-agent --init" >&2
 fi
 
+# The folder the agent renders the stack's units into: it must exist before the agent
+# starts, or its unit's ReadWritePaths=-/etc/containers/systemd leaves it read-only.
+mkdir -p /etc/containers/systemd/aistack
+
 booted=no
 [ -d /run/systemd/system ] && booted=yes
 if [ "$booted" = yes ]; then

@@ -23,6 +23,14 @@ from contextlib import contextmanager
 from tests.e2e import testbed
 
 UNIT = "aistack-agent.service"
+# The stack with the testbed's stand-ins: no registry is reachable from here.
+DEMO_CONFIG = """stack:
+  gpu: none
+  ollama: {{image: "{ollama}"}}
+  open_webui: {{image: "{open-webui}"}}
+  litellm: {{image: "{litellm}"}}
+  postgres: {{image: "{postgres}"}}
+"""
 
 
 @contextmanager
@@ -44,6 +52,14 @@ def up() -> int:
         guest.run(["systemctl", "enable", "--now", "podman.socket"], timeout=60)
         guest.run(["systemctl", "enable", UNIT], timeout=60)
         guest.run(["systemctl", "restart", UNIT], timeout=120)
+    with step("aistack up: the stack (testbed stand-in images) started in order, healthy"):
+        images = {name: testbed.IMAGE_TAGS[name] for name in testbed.IMAGE_TAGS}
+        guest.write_file("/etc/aistack/agent.yaml", DEMO_CONFIG.format(**images))
+        up = guest.run(["aistack", "up"], check=False, timeout=900)
+        print(up.stdout.rstrip())
+        if up.returncode:
+            print(up.stderr, file=sys.stderr)
+            return 1
     props = guest.unit_properties(UNIT, "ActiveState", "SubState", "StatusText")
     if props["ActiveState"] != "active":
         print(guest.journal(UNIT, lines=60), file=sys.stderr)
@@ -51,7 +67,16 @@ def up() -> int:
         return 1
     print(f"\naistack-agent: {props['ActiveState']} ({props['SubState']}): {props['StatusText']}")
     print("\n$ curl -s localhost:9200/status   # inside the guest")
-    out = guest.run(["curl", "-s", "localhost:9200/status"], timeout=30).stdout
+
+    def services_seen() -> str | None:  # the agent's next poll after the apply
+        text = str(guest.run(["curl", "-s", "localhost:9200/status"], timeout=30).stdout)
+        try:
+            services = json.loads(text)["services"].values()
+        except (ValueError, KeyError):
+            return None
+        return text if all(s["health"] != "unknown" for s in services) else None
+
+    out = guest.wait_for("the agent's view of the services", services_seen, timeout=60)
     try:
         print(json.dumps(json.loads(out), indent=2))
     except ValueError:
@@ -59,8 +84,8 @@ def up() -> int:
     enter = shlex.join([*guest.nsenter_argv(), *testbed.SHELL_ARGV])
     print(
         "\nEnter the guest:   " + enter,
-        "\nInside it try:     aistack status; journalctl -u aistack-agent; systemctl status "
-        "aistack-agent",
+        "\nInside it try:     aistack status; aistack logs ollama; systemctl status ollama; "
+        "aistack restart litellm",
         "\nStop the demo:     make demo-down",
         sep="",
     )

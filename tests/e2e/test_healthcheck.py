@@ -39,7 +39,13 @@ def _restarts(guest: Guest) -> int:
 
 
 def _container_id(guest: Guest) -> str:
-    return guest.podman("inspect", "e2e-hc", "--format", "{{.Id}}", check=False).strip()
+    """The running container's id. By id, not name: right after a restart, podman can
+    still resolve the name to the removed container ("no container with ID ... found")."""
+    out = guest.podman(
+        "ps", "--no-trunc", "--filter", "name=^e2e-hc$", "--filter", "status=running",
+        "--format", "{{.ID}}", check=False,
+    )  # fmt: skip
+    return out.strip().splitlines()[0] if out.strip() else ""
 
 
 @pytest.mark.parametrize("fault", ["500", "hang", "exit"])
@@ -51,10 +57,11 @@ def test_fault_gets_container_killed_and_restarted(
     guest.daemon_reload()
     guest.start(UNIT)  # Notify=healthy: returns once the first check passed
     guest.wait_unit(UNIT, "active")
-    assert guest.run(["podman", "healthcheck", "run", "e2e-hc"], check=False).returncode == 0
     before, first_id = _restarts(guest), _container_id(guest)
+    assert first_id
+    assert guest.run(["podman", "healthcheck", "run", first_id], check=False).returncode == 0
 
-    guest.podman("exec", "e2e-hc", "touch", f"/run/fault/{fault}")
+    guest.podman("exec", first_id, "touch", f"/run/fault/{fault}")
 
     def restarted_and_healthy() -> bool:
         if _restarts(guest) <= before:
@@ -62,14 +69,16 @@ def test_fault_gets_container_killed_and_restarted(
         if guest.unit_properties(UNIT, "ActiveState")["ActiveState"] != "active":
             return False
         cid = _container_id(guest)
+        if not cid:
+            return False
         status = guest.podman(
-            "inspect", "e2e-hc", "--format", "{{.State.Health.Status}}", check=False
+            "inspect", cid, "--format", "{{.State.Health.Status}}", check=False
         ).strip()
         return bool(cid) and cid != first_id and status == "healthy"
 
     guest.wait_for(f"{UNIT} restarted after fault {fault}", restarted_and_healthy, timeout=90)
     # A new container from the image: the fault switch is gone with the old one.
-    ls = guest.run(["podman", "exec", "e2e-hc", "ls", "/run/fault"]).stdout
+    ls = guest.run(["podman", "exec", _container_id(guest), "ls", "/run/fault"]).stdout
     assert fault not in ls.split()
 
 

@@ -79,3 +79,31 @@ def test_shipped_health_commands_run_in_the_stand_ins(
     guest.podman("exec", name, "touch", "/run/fault/500")
     assert guest.run(["podman", "exec", name, *cmd], check=False).returncode != 0
     guest.podman("rm", "-f", "-t", "0", name)
+
+
+GOLDEN = testbed.REPO_ROOT / "tests" / "stack" / "golden"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in GOLDEN.iterdir()))
+def test_generator_accepts_every_rendered_golden(guest: Guest, case: str) -> None:
+    """Every rendering mode (GPU, proxy, custom, older Podman) as the renderer writes it
+    (tests/stack/golden), through Podman 5.4's generator."""
+    folder = f"/tmp/golden-{case}"
+    guest.run(["mkdir", "-p", folder])
+    names = [
+        p for p in (GOLDEN / case).iterdir() if p.suffix in (".container", ".network", ".volume")
+    ]
+    for path in names:
+        guest.copy_in(path, f"{folder}/{path.name}")
+    res = guest.run(
+        ["env", f"QUADLET_UNIT_DIRS={folder}", GENERATOR, "--dryrun"], check=False, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    units = dict(re.findall(r"---(\S+)---\n(.*?)(?=\n---|\Z)", str(res.stdout), re.S))
+    expected = {p.stem + ".service" for p in names if p.suffix == ".container"}
+    assert expected <= set(units), (sorted(units), res.stderr)
+    if case == "gpu-nvidia":
+        assert "--device nvidia.com/gpu=all" in units["ollama.service"]
+    if case == "proxy-traefik":
+        assert "--network proxy" in units["open-webui.service"]
+    guest.run(["rm", "-rf", folder])

@@ -1,0 +1,1 @@
+"""The AI stack as Podman quadlet units: render from templates + config, apply, control."""

@@ -1,0 +1,142 @@
+"""Apply the stack: render, check, write what changed, reload systemd, (re)start in order.
+
+render -> validate (keys of the target Podman; a render error changes nothing) -> secrets
+-> stop services the config dropped -> atomic writes of changed files into the agent's
+own unit folder, removal of dropped ones -> daemon-reload over D-Bus -> start what is not
+running and restart what changed, in dependency order, each job followed to its end
+(Notify=healthy: "done" means healthy) -> a report of what happened and what did not
+come up. Applying the same config twice changes and restarts nothing.
+
+Blocking (systemd over pystemd, Podman over its socket): the daemon runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .. import podman_api, systemd_ctl
+from ..atomic import write_atomic
+from ..config import AgentConfig
+from . import secrets
+from .cli import changes, planned
+from .facts import host_facts
+from .render import LITELLM_CONFIG, SERVICES, RenderError, render
+
+log = structlog.get_logger(component="stack.apply")
+START_TIMEOUT = 900.0  # first start may pull large images
+STOP_TIMEOUT = 120.0
+VOLUMES = {s.name: s.volume for s in SERVICES if s.volume}
+
+
+@dataclass
+class ApplyReport:
+    ok: bool = True
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    purged_volumes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def unit_of(service: str) -> str:
+    return f"{service}.service"
+
+
+def apply(
+    config: AgentConfig,
+    *,
+    purge_data: bool = False,
+    secrets_dir: Path = secrets.SECRETS_DIR,
+    progress: Callable[[str], None] = lambda line: None,
+) -> ApplyReport:
+    began = time.monotonic()
+    report = ApplyReport()
+    stack = config.stack
+    socket = config.watch.podman_socket
+    try:
+        rendered = render(stack, host_facts(config))
+    except RenderError as exc:
+        report.ok, report.problems = False, exc.problems
+        return report
+    report.warnings = list(rendered.warnings)
+    unit_dir = stack.unit_dir
+    files = planned(rendered, unit_dir)
+    diff = changes(files, unit_dir)
+
+    try:
+        secret_changed = secrets.ensure(stack, socket, secrets_dir)
+    except secrets.SecretsError as exc:
+        report.ok, report.problems = False, [str(exc)]
+        return report
+
+    # Services the config dropped: stop them before their units disappear.
+    installed = {p.stem for p in unit_dir.glob("*.container")} if unit_dir.is_dir() else set()
+    dropped = [s.name for s in reversed(SERVICES) if s.name in installed - set(rendered.services)]
+    for name in dropped:
+        progress(f"stopping {name} (no longer in the config)")
+        outcome = systemd_ctl.stop(unit_of(name), STOP_TIMEOUT)
+        if outcome.ok:
+            report.stopped.append(name)
+        else:
+            report.ok = False
+            report.failed[name] = f"stop {outcome.result}"
+        if purge_data and VOLUMES.get(name):
+            volume = f"aistack-{Path(VOLUMES[name] or '').stem}"
+            if podman_api.volume_delete(socket, volume):
+                report.purged_volumes.append(volume)
+
+    # Write what changed (atomically), remove what is no longer rendered.
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    LITELLM_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    for path, (_, new) in diff.items():
+        if new:
+            write_atomic(path, new.encode(), mode=0o644)
+            report.written.append(str(path))
+        else:
+            path.unlink(missing_ok=True)
+            report.removed.append(str(path))
+    if any(p.parent == unit_dir for p in diff):
+        progress("systemctl daemon-reload")
+        systemd_ctl.daemon_reload()
+
+    # Start or restart, in dependency order; Notify=healthy makes "done" mean healthy.
+    changed_units = {p.stem for p in diff if p.parent == unit_dir and p.suffix == ".container"}
+    if LITELLM_CONFIG in diff:
+        changed_units.add("litellm")
+    states = systemd_ctl.unit_states(unit_of(s) for s in rendered.services)
+    for name in rendered.services:
+        unit = unit_of(name)
+        active = states[unit].active_state in ("active", "activating", "reloading")
+        if active and name not in changed_units and name not in secret_changed:
+            report.unchanged.append(name)
+            continue
+        action = "restart" if active else "start"
+        progress(f"{action}ing {name} (waits until healthy)")
+        job = systemd_ctl.restart if active else systemd_ctl.start
+        outcome = job(unit, START_TIMEOUT)
+        if outcome.ok:
+            (report.restarted if active else report.started).append(name)
+        else:
+            report.ok = False
+            report.failed[name] = (
+                f"{action} {outcome.result} (unit {outcome.active_state}/{outcome.sub_state}); "
+                f"see: journalctl -u {unit}"
+            )
+    report.seconds = round(time.monotonic() - began, 3)
+    log.info("stack applied", **{k: v for k, v in report.as_dict().items() if v})
+    return report

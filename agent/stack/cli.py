@@ -1,0 +1,250 @@
+"""The stack's commands: `render` (touches nothing), `up`, `down`, `restart`, `logs`.
+
+`up`, `down` and `restart` ask the running agent (its API, with the token from
+api.token_file), which owns the units; `render` and `logs` work without it.
+
+Exit codes: 0 done (render --diff: nothing would change), 1 render --diff: files would
+change; up/down/restart: a service did not come up or stop, 3 the agent is not answering,
+65 the config cannot be applied (each problem named; nothing changed), 78 invalid config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ..config import AgentConfig, load_config, resolve_path
+from .facts import host_facts
+from .render import LITELLM_CONFIG, Rendered, RenderError, render
+
+EX_CHANGES = 1
+EX_FAILED = 1
+EX_UNREACHABLE = 3
+EX_DATAERR = 65
+ORDER = ("postgres", "ollama", "litellm", "open-webui")  # start order; stop is reversed
+
+
+def planned(rendered: Rendered, unit_dir: Path) -> dict[Path, str]:
+    """Every file an apply would own, with its content."""
+    files = {unit_dir / name: text for name, text in rendered.files.items()}
+    if rendered.litellm_config is not None:
+        files[LITELLM_CONFIG] = rendered.litellm_config
+    return files
+
+
+def changes(files: dict[Path, str], unit_dir: Path) -> dict[Path, tuple[str, str]]:
+    """path -> (installed, planned) for what differs; files no longer planned count too."""
+    out: dict[Path, tuple[str, str]] = {}
+    existing = sorted(unit_dir.glob("*")) if unit_dir.is_dir() else []
+    for path in sorted({*files, *(p for p in existing if p.is_file())}):
+        old = path.read_text() if path.is_file() else ""
+        new = files.get(path, "")
+        if old != new:
+            out[path] = (old, new)
+    return out
+
+
+def _load(args: argparse.Namespace) -> AgentConfig:
+    path, explicit = resolve_path(args.config)
+    return load_config(path, must_exist=explicit)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        facts = host_facts(config)
+        rendered = render(config.stack, facts)
+    except RenderError as exc:
+        for problem in exc.problems:
+            print(f"aistack render: {problem}", file=sys.stderr)
+        return EX_DATAERR
+    unit_dir = config.stack.unit_dir
+    files = planned(rendered, unit_dir)
+    diff = changes(files, unit_dir)
+    for warning in rendered.warnings:
+        print(f"aistack render: warning: {warning}", file=sys.stderr)
+    if args.json:
+        doc = {
+            "podman": str(facts.podman),
+            "systemd": facts.systemd,
+            "gpu": facts.gpu,
+            "services": list(rendered.services),
+            "files": {str(p): t for p, t in files.items()},
+            "changed": [str(p) for p in diff],
+            "warnings": list(rendered.warnings),
+        }
+        print(json.dumps(doc, indent=2))
+    elif args.diff:
+        for path, (old, new) in diff.items():
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    old.splitlines(keepends=True), new.splitlines(keepends=True),
+                    f"{path} (installed)", f"{path} (rendered)",
+                )
+            )  # fmt: skip
+        if not diff:
+            print(f"# nothing would change in {unit_dir}", file=sys.stderr)
+    else:
+        for path, text in files.items():
+            print(f"==> {path} <==")
+            print(text)
+    return EX_CHANGES if args.diff and diff else 0
+
+
+class AgentUnreachable(Exception):
+    pass
+
+
+def _call(config: AgentConfig, path: str, timeout: float) -> tuple[int, Any]:
+    """POST to the agent with its token; (status, JSON body) for any HTTP status."""
+    from ..cli import _api_base  # the CLI module imports this one
+
+    try:
+        token = config.api.token_file.read_text().strip()
+    except OSError as exc:
+        raise AgentUnreachable(
+            f"cannot read the API token {config.api.token_file} ({exc.strerror}); "
+            "run as root on the agent's host"
+        ) from None
+    url = f"{_api_base(config)}{path}"
+    req = urllib.request.Request(
+        url, method="POST", headers={"Authorization": f"Bearer {token}"}, data=b""
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise AgentUnreachable(f"the agent is not answering at {url}: {exc}") from None
+
+
+def _report(doc: dict[str, Any]) -> None:
+    for key in ("written", "removed", "stopped", "started", "restarted", "unchanged"):
+        if doc.get(key):
+            print(f"{key:10} {', '.join(map(str, doc[key]))}")
+    for name, why in (doc.get("failed") or {}).items():
+        print(f"FAILED     {name}: {why}")
+    for warning in doc.get("warnings") or ():
+        print(f"warning    {warning}")
+    if "seconds" in doc:
+        print(f"{'ok' if doc.get('ok') else 'NOT OK'} in {doc['seconds']:.1f} s")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(
+        "applying the stack (render, write, start in order, wait until healthy) ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    query = "?purge_data=true" if args.purge_data else ""
+    try:
+        status, doc = _call(config, f"/v1/apply{query}", args.timeout)
+    except AgentUnreachable as exc:
+        print(f"aistack up: {exc}\nIs it running? systemctl status aistack-agent", file=sys.stderr)
+        return EX_UNREACHABLE
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    elif status == 422:
+        for problem in doc["error"].get("problems", []):
+            print(f"aistack up: {problem}", file=sys.stderr)
+    elif "error" in doc:
+        print(f"aistack up: {doc['error']['message']}", file=sys.stderr)
+    else:
+        _report(doc)
+    return {200: 0, 422: EX_DATAERR}.get(status, EX_FAILED)
+
+
+def _act(args: argparse.Namespace, action: str) -> int:
+    config = _load(args)
+    if args.service:
+        names = [args.service]
+    else:
+        ordered = list(reversed(ORDER)) if action == "stop" else list(ORDER)
+        names = [n for n in ordered if getattr(config.stack, n.replace("-", "_")).enabled]
+    code = 0
+    for name in names:
+        print(f"{action} {name} ...", file=sys.stderr, flush=True)
+        try:
+            _, doc = _call(config, f"/v1/services/{name}/{action}", args.timeout)
+        except AgentUnreachable as exc:
+            print(f"aistack {action}: {exc}", file=sys.stderr)
+            return EX_UNREACHABLE
+        if "error" in doc:
+            print(f"aistack {action}: {doc['error']['message']}", file=sys.stderr)
+            code = EX_FAILED
+        else:
+            print(f"{name:11} {doc['result']:8} {doc['active_state']}")
+            code = code or (0 if doc["ok"] else EX_FAILED)
+    return code
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return _act(args, "stop")
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    return _act(args, "restart")
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    argv = ["journalctl", "--no-pager", "-u", f"{args.service}.service", "-n", str(args.lines)]
+    if args.follow:
+        argv.append("--follow")
+    os.execvp(argv[0], argv)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    render_cmd = sub.add_parser(
+        "render",
+        help="show the stack's units as the config renders them (touches nothing)",
+        description="Render the stack's quadlet units from the templates and the `stack:` "
+        "section of the config, for this host's Podman and systemd versions and GPU. "
+        "Prints every file, or with --diff what would change against the installed ones.",
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    render_cmd.add_argument("--diff", action="store_true", help="unified diff against installed")
+    render_cmd.add_argument("--json", action="store_true", help="files, changes, facts as JSON")
+    render_cmd.set_defaults(func=cmd_render)
+
+    epilog = __doc__.split("\n\n", 2)[2]
+    fmt = argparse.RawDescriptionHelpFormatter
+    up = sub.add_parser(
+        "up", help="apply the config and start the stack (through the agent)",
+        description="Apply the stack through the running agent: render the units, write what "
+        "changed, start or restart in dependency order, wait until healthy, report. Running it "
+        "again with the same config changes and restarts nothing.",
+        epilog=epilog, formatter_class=fmt,
+    )  # fmt: skip
+    up.add_argument("--purge-data", action="store_true",
+                    help="delete the volumes of services removed from the config")  # fmt: skip
+    up.add_argument("--json", action="store_true", help="print the agent's report as JSON")
+    up.add_argument("--timeout", type=float, default=1800, help="seconds to wait (1800)")
+    up.set_defaults(func=cmd_up)
+    for name, func, what in (("down", cmd_down, "stop"), ("restart", cmd_restart, "restart")):
+        p = sub.add_parser(
+            name, help=f"{what} one service, or the whole stack in order",
+            description=f"{what.capitalize()} SERVICE (ollama, open-webui, litellm, postgres), "
+            "or every enabled one in dependency order, through the agent.",
+            epilog=epilog, formatter_class=fmt,
+        )  # fmt: skip
+        p.add_argument("service", nargs="?", choices=ORDER, help="one service (default: all)")
+        p.add_argument("--timeout", type=float, default=1800, help="seconds to wait (1800)")
+        p.set_defaults(func=func)
+    logs = sub.add_parser(
+        "logs", help="a service's log, from the journal",
+        description="Show SERVICE's log (journalctl -u SERVICE.service); -f follows it.",
+    )  # fmt: skip
+    logs.add_argument("service", choices=ORDER)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=100, help="lines of history (100)")
+    logs.set_defaults(func=cmd_logs)

@@ -1,0 +1,70 @@
+"""The agent's handle on the stack: one apply at a time, service actions, in threads.
+
+The API and the CLI (through the API) use this; the blocking work (pystemd, the Podman
+socket) runs in a worker thread so the event loop keeps serving and pinging the watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import systemd_ctl
+from ..config import AgentConfig
+from .apply import START_TIMEOUT, STOP_TIMEOUT, ApplyReport, apply, unit_of
+from .render import SERVICES
+
+ACTIONS = ("start", "stop", "restart")
+
+
+class Busy(Exception):
+    pass
+
+
+class UnknownService(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceResult:
+    service: str
+    action: str
+    ok: bool
+    result: str
+    active_state: str
+
+
+class StackControl:
+    def __init__(self, config: Callable[[], AgentConfig], changed: Callable[[], None]) -> None:
+        self._config = config
+        self._changed = changed  # wakes the stack watcher after an action
+        self._lock = asyncio.Lock()
+
+    async def apply(self, purge_data: bool = False) -> ApplyReport:
+        if self._lock.locked():
+            raise Busy("an apply or service action is already running")
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(apply, self._config(), purge_data=purge_data)
+            finally:
+                self._changed()
+
+    async def service(self, name: str, action: str) -> ServiceResult:
+        stack = self._config().stack
+        known = {s.name: getattr(stack, s.config_key).enabled for s in SERVICES}
+        if name not in known:
+            raise UnknownService(f"no service {name!r}; the stack has {', '.join(known)}")
+        if not known[name]:
+            raise UnknownService(f"service {name!r} is disabled in stack.{name.replace('-', '_')}")
+        if action not in ACTIONS:
+            raise UnknownService(f"no action {action!r}; one of {', '.join(ACTIONS)}")
+        job = {"start": systemd_ctl.start, "stop": systemd_ctl.stop,
+               "restart": systemd_ctl.restart}[action]  # fmt: skip
+        timeout = STOP_TIMEOUT if action == "stop" else START_TIMEOUT
+        async with self._lock:
+            try:
+                outcome = await asyncio.to_thread(job, unit_of(name), timeout)
+            finally:
+                self._changed()
+        return ServiceResult(name, action, outcome.ok, outcome.result, outcome.active_state)

@@ -1,0 +1,46 @@
+"""Per-service metrics from the stack snapshot: up, healthy, restarts (systemd's NRestarts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..snapshot import SourceSnapshot
+
+
+class ServiceCollector(Collector):
+    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot]]) -> None:
+        self._snapshots = snapshots
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily]:
+        up = GaugeMetricFamily(
+            "aistack_service_up", "1 when the service's unit is active.", labels=["service"]
+        )
+        healthy = GaugeMetricFamily(
+            "aistack_service_healthy",
+            "1 when the service's container health check passes.",
+            labels=["service"],
+        )
+        restarts = CounterMetricFamily(
+            "aistack_service_restarts",
+            "Restarts of the service's unit by systemd (NRestarts) since it was last started.",
+            labels=["service"],
+        )
+        return up, healthy, restarts
+
+    def collect(self) -> Iterator[Metric]:
+        up, healthy, restarts = self._families()
+        snap = self._snapshots().get("stack")
+        services = snap.data.get("services", {}) if snap is not None else {}
+        for name, svc in sorted(services.items()):
+            up.add_metric([name], 1.0 if svc["active_state"] == "active" else 0.0)
+            healthy.add_metric([name], 1.0 if svc["health"] == "healthy" else 0.0)
+            restarts.add_metric([name], float(svc["restarts"] or 0))
+        yield up
+        yield healthy
+        yield restarts

@@ -1,0 +1,218 @@
+"""Blocking control of the stack's systemd units over the system D-Bus (pystemd).
+
+Callers run these in a thread. start/stop/restart queue a job in mode "replace" and follow
+it the way `systemctl` does: the match on the Manager's JobRemoved signal is added *before*
+the job is queued (a fast job cannot be missed; systemd sends the signal to the client
+that queued the job, no Subscribe needed), then the bus is processed until the signal for
+that job path arrives or the timeout passes. A timed-out job stays queued: the unit's own
+TimeoutStartSec/TimeoutStopSec ends it.
+
+pystemd speaks bytes: unit names are encoded on the way in, every string decoded on the
+way out. A unit that does not exist is not an error for unit_state(s) (load_state
+"not-found" says so); acting on one raises SystemdError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+_SYSTEMD = b"org.freedesktop.systemd1"
+_MANAGER_PATH = b"/org/freedesktop/systemd1"
+_MANAGER_IFACE = b"org.freedesktop.systemd1.Manager"
+_UNIT_IFACE = b"org.freedesktop.systemd1.Unit"
+_WAIT_SLICE_S = 0.25  # the most one sd_bus_wait blocks, so the deadline is checked often
+
+
+class SystemdError(Exception):
+    """systemd is unreachable or refused a request; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOutcome:
+    unit: str
+    action: str  # "start" | "stop" | "restart"
+    result: str  # JobRemoved's: done failed canceled timeout dependency skipped ...
+    active_state: str  # the unit's, read right after the job ended (or timed out)
+    sub_state: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "done"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitState:
+    name: str
+    load_state: str  # loaded | not-found | bad-setting | error | masked
+    active_state: str
+    sub_state: str
+    result: str  # the type interface's Result (success, exit-code, timeout, ...); "" if none
+    n_restarts: int
+    main_pid: int
+    active_enter_timestamp: float | None  # seconds since the epoch; None: never active
+    unit_file_state: str
+
+    @classmethod
+    def from_properties(
+        cls, name: str, unit: Mapping[bytes, Any], typed: Mapping[bytes, Any]
+    ) -> UnitState:
+        """From GetAll of the Unit interface and of the type's (Service, Socket, ...)."""
+        entered = int(unit.get(b"ActiveEnterTimestamp") or 0)  # microseconds, 0: never
+        return cls(
+            name=name,
+            load_state=_text(unit.get(b"LoadState")),
+            active_state=_text(unit.get(b"ActiveState")),
+            sub_state=_text(unit.get(b"SubState")),
+            result=_text(typed.get(b"Result")),
+            n_restarts=int(typed.get(b"NRestarts") or 0),
+            main_pid=int(typed.get(b"MainPID") or 0),
+            active_enter_timestamp=entered / 1e6 if entered else None,
+            unit_file_state=_text(unit.get(b"UnitFileState")),
+        )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _error(exc: Exception, doing: str, unit: str | None = None) -> SystemdError:
+    """An actionable message from a pystemd DBus error (err_message is systemd's text)."""
+    kind = type(exc).__name__
+    detail = _text(getattr(exc, "err_message", "")) or str(exc)
+    if kind in ("DBusNoSuchUnitError", "DBusUnknownObjectError") and unit:
+        return SystemdError(
+            f"{doing}: systemd has no unit {unit!r} ({detail}); is its unit or quadlet file "
+            "installed, and systemd reloaded since (systemctl daemon-reload)?"
+        )
+    if kind in ("DBusAccessDeniedError", "DBusInteractiveAuthorizationRequiredError"):
+        return SystemdError(
+            f"{doing}: systemd refused access ({detail}); the agent must run as root"
+        )
+    return SystemdError(f"{doing}: {detail} ({kind})")
+
+
+@contextlib.contextmanager
+def _connected(doing: str, unit: str | None = None) -> Iterator[Any]:
+    """One connection to the system bus, closed at the end; DBus errors of the body become
+    SystemdError saying what was being done."""
+    try:
+        from pystemd.dbusexc import DBusBaseError
+        from pystemd.dbuslib import DBus
+    except ImportError as exc:
+        raise SystemdError(
+            f"pystemd is not installed ({exc}): apt install python3-pystemd"
+        ) from None
+    bus = DBus()
+    try:
+        bus.open()
+    except DBusBaseError as exc:
+        raise SystemdError(
+            f"{doing}: cannot reach systemd over the system D-Bus "
+            f"(/run/dbus/system_bus_socket: {_text(exc.err_message) or exc}, errno "
+            f"{-exc.errno}); is dbus running (systemctl status dbus.socket), and does the "
+            "agent run on the host itself, not in a container?"
+        ) from None
+    try:
+        with _dbus_errors(doing, unit):
+            yield bus
+    finally:
+        bus.close()
+
+
+@contextlib.contextmanager
+def _dbus_errors(doing: str, unit: str | None) -> Iterator[None]:
+    from pystemd.dbusexc import DBusBaseError
+
+    try:
+        yield
+    except DBusBaseError as exc:
+        raise _error(exc, doing, unit) from None
+
+
+def _manager(bus: Any) -> Any:
+    from pystemd.systemd1 import Manager
+
+    return Manager(bus=bus, _autoload=True)
+
+
+def _read_state(bus: Any, unit: str) -> UnitState:
+    from pystemd.systemd1 import Unit
+
+    obj = Unit(unit.encode(), bus=bus, _autoload=True)  # introspects: tells its interfaces
+    props = obj.Properties.GetAll(_UNIT_IFACE)
+    kind = unit.rpartition(".")[2].capitalize()  # ollama.service -> Service
+    typed = obj.Properties.GetAll(_SYSTEMD + b"." + kind.encode()) if hasattr(obj, kind) else {}
+    return UnitState.from_properties(unit, props, typed)
+
+
+def daemon_reload() -> None:
+    """systemctl daemon-reload: returns once systemd has reloaded (its reply comes after)."""
+    with _connected("daemon-reload") as bus:
+        _manager(bus).Manager.Reload()
+
+
+def reset_failed(unit: str) -> None:
+    with _connected(f"reset-failed {unit}", unit) as bus:
+        _manager(bus).Manager.ResetFailedUnit(unit.encode())
+
+
+def unit_state(unit: str) -> UnitState:
+    return unit_states([unit])[unit]
+
+
+def unit_states(units: Iterable[str]) -> dict[str, UnitState]:
+    """The state of each unit, over one bus connection."""
+    states = {}
+    with _connected("read unit states") as bus:
+        for unit in units:
+            with _dbus_errors(f"read the state of {unit}", unit):
+                states[unit] = _read_state(bus, unit)
+    return states
+
+
+def start(unit: str, timeout: float) -> JobOutcome:
+    return _job("start", b"StartUnit", unit, timeout)
+
+
+def stop(unit: str, timeout: float) -> JobOutcome:
+    return _job("stop", b"StopUnit", unit, timeout)
+
+
+def restart(unit: str, timeout: float) -> JobOutcome:
+    return _job("restart", b"RestartUnit", unit, timeout)
+
+
+def _job(action: str, method: bytes, unit: str, timeout: float) -> JobOutcome:
+    from pystemd.dbusexc import DBusInterruptedError
+
+    removed: dict[bytes, str] = {}
+
+    # A plain function: pystemd sets an attribute on the callback (a bound method would
+    # refuse it) and keeps only a borrowed pointer to it, so it must outlive the bus.
+    def on_job_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
+        with contextlib.suppress(Exception):  # an exception here cannot reach us anyway
+            msg.process_reply(False)
+            _id, path, _unit, result = msg.body
+            removed[bytes(path)] = _text(result)
+
+    with _connected(f"{action} {unit}", unit) as bus:
+        bus.match_signal(_SYSTEMD, _MANAGER_PATH, _MANAGER_IFACE, b"JobRemoved", on_job_removed)
+        queue = getattr(_manager(bus).Manager, method.decode())
+        job = bytes(queue(unit.encode(), b"replace"))
+        deadline = time.monotonic() + timeout
+        while job not in removed and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(DBusInterruptedError):
+                # process() dispatches one message (ours runs on_job_removed); when none
+                # was queued, block until the next one arrives or the slice ends
+                if bus.process().is_empty() and job not in removed:
+                    bus.wait(int(min(left, _WAIT_SLICE_S) * 1e6))
+        state = _read_state(bus, unit)
+    return JobOutcome(
+        unit, action, removed.get(job, "timeout"), state.active_state, state.sub_state
+    )

@@ -1,0 +1,168 @@
+"""The stack applied by the agent itself, for real: Podman quadlet units under systemd 257,
+started in order and healthy, on one network, re-applied without change, changed one
+service at a time, stopped and started again, and its secrets kept out of sight.
+
+The images are the testbed's stand-ins (and the real PostgreSQL 17 image): no registry is
+reachable here. Everything else is what users get: the deb, the shipped templates, the
+agent's unit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import testbed
+from tests.e2e.testbed import Guest
+
+pytestmark = pytest.mark.e2e
+
+AGENT = "aistack-agent.service"
+SERVICES = ["postgres", "ollama", "litellm", "open-webui"]
+APT = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q"]
+
+
+def _config(images: dict[str, str], postgres: str, ollama_env: str = "") -> str:
+    return (
+        "stack:\n  gpu: none\n"
+        f"  ollama:\n    image: {images['ollama']}\n{ollama_env}"
+        f"  open_webui:\n    image: {images['open-webui']}\n"
+        f"  litellm:\n    image: {images['litellm']}\n"
+        f"  postgres:\n    image: {postgres}\n"
+    )
+
+
+@pytest.fixture
+def stack(
+    guest: Guest, agent_deb: Path, standin_images: dict[str, str], postgres_image: str
+) -> Iterator[Guest]:
+    testbed.install_agent_from_deb(guest, agent_deb)
+    guest.write_file("/etc/aistack/agent.yaml", _config(standin_images, postgres_image))
+    guest.run(["systemctl", "start", "podman.socket"], timeout=60)
+    guest.units_of_interest.update([AGENT, *(f"{s}.service" for s in SERVICES)])
+    guest.start(AGENT, timeout=90)
+    yield guest
+    guest.run(["aistack", "down"], check=False, timeout=300)
+    # The network and volume units are oneshots that stay "active": stop them too, or a
+    # later test's `podman network prune` leaves them active with no network behind.
+    guest.run(["sh", "-c", "systemctl stop aistack-network.service '*-volume.service'"],
+              check=False, timeout=120)  # fmt: skip
+    guest.run([*APT, "purge", "aistack"], check=False, timeout=120)
+    guest.run(["rm", "-rf", "/var/lib/aistack", "/etc/aistack", "/etc/containers/systemd/aistack"])
+    guest.run(["podman", "secret", "rm", "--all"], check=False)
+    guest.run(["systemctl", "daemon-reload"])
+    guest.run(["systemctl", "stop", "podman.socket"], check=False)
+
+
+def _up(guest: Guest) -> dict:  # type: ignore[type-arg]
+    res = guest.run(["aistack", "up", "--json"], check=False, timeout=900)
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def _services(guest: Guest) -> dict:  # type: ignore[type-arg]
+    def fresh() -> dict | None:  # type: ignore[type-arg]
+        code, body = guest.http("GET", "http://127.0.0.1:9200/status")
+        services = json.loads(body)["services"] if code == 200 else {}
+        ready = services and all(s["health"] != "unknown" for s in services.values())
+        return services if ready else None
+
+    return guest.wait_for("services in /status", fresh, timeout=60)  # type: ignore[no-any-return]
+
+
+def test_apply_runs_the_stack_healthy_and_reapply_changes_nothing(
+    stack: Guest, standin_images: dict[str, str], postgres_image: str
+) -> None:
+    guest = stack
+    report = _up(guest)
+    assert report["ok"] and report["started"] == SERVICES, report
+    for name in SERVICES:
+        props = guest.unit_properties(f"{name}.service", "ActiveState", "SubState")
+        assert props["ActiveState"] == "active", (name, props)
+
+    # /status: every service active and healthy, its container and image
+    services = _services(guest)
+    assert set(services) == set(SERVICES)
+    for name, svc in services.items():
+        assert svc["active_state"] == "active" and svc["health"] == "healthy", (name, svc)
+        assert svc["container_id"] and svc["last_error"] is None
+
+    # one network, names resolve: Open WebUI -> Ollama and LiteLLM; LiteLLM -> Postgres
+    for url in ("http://ollama:11434/api/version", "http://litellm:4000/health/liveliness"):
+        guest.podman("exec", "open-webui", "wget", "-q", "-O", "/dev/null", url)
+    ready = guest.podman(
+        "exec", "litellm", "wget", "-q", "-O-", "http://127.0.0.1:4000/health/readiness"
+    )
+    assert json.loads(ready)["db"] == "connected"
+
+    # the same config again: nothing written, nothing restarted
+    pids = {n: guest.unit_properties(f"{n}.service", "MainPID")["MainPID"] for n in SERVICES}
+    again = _up(guest)
+    assert again["written"] == [] and again["restarted"] == [] and again["started"] == []
+    assert sorted(again["unchanged"]) == sorted(SERVICES)
+    assert pids == {
+        n: guest.unit_properties(f"{n}.service", "MainPID")["MainPID"] for n in SERVICES
+    }
+
+    # one service's environment changes: only that service restarts
+    guest.write_file(
+        "/etc/aistack/agent.yaml",
+        _config(standin_images, postgres_image, "    env: {OLLAMA_NUM_PARALLEL: 2}\n"),
+    )
+    changed = _up(guest)
+    assert changed["restarted"] == ["ollama"], changed
+    assert changed["written"] == ["/etc/containers/systemd/aistack/ollama.container"]
+    env = guest.podman("inspect", "ollama", "--format", "{{range .Config.Env}}{{println .}}{{end}}")
+    assert "OLLAMA_NUM_PARALLEL=2" in env.split()
+    for name in ("postgres", "litellm", "open-webui"):
+        assert guest.unit_properties(f"{name}.service", "MainPID")["MainPID"] == pids[name]
+
+
+def test_down_and_up_again(stack: Guest) -> None:
+    guest = stack
+    _up(guest)
+    res = guest.run(["aistack", "down"], timeout=300)
+    assert res.returncode == 0, res.stderr
+    for name in SERVICES:
+        assert guest.unit_properties(f"{name}.service", "ActiveState")["ActiveState"] == "inactive"
+    report = _up(guest)
+    assert report["started"] == SERVICES and report["written"] == []
+    res = guest.run(["aistack", "restart", "litellm"], timeout=300)
+    assert "litellm     done" in res.stdout
+
+
+def test_secrets_stay_out_of_units_logs_status_and_other_users(stack: Guest) -> None:
+    guest = stack
+    _up(guest)
+    names = guest.run(["ls", "/etc/aistack/secrets"]).stdout.split()
+    assert {"postgres-password", "litellm-master-key", "webui-secret-key",
+            "litellm-database-url"} <= set(names)  # fmt: skip
+    values = [guest.run(["cat", f"/etc/aistack/secrets/{n}"]).stdout.strip() for n in names]
+    assert all(len(v) >= 32 for v in values)
+    paths = ["/etc/aistack/secrets", *(f"/etc/aistack/secrets/{n}" for n in names)]
+    modes = guest.run(["stat", "-c", "%a %U %n", *paths]).stdout.splitlines()
+    assert modes[0].startswith("700 root") and all(m.startswith("600 root") for m in modes[1:])
+    refused = guest.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                         "cat", "/etc/aistack/secrets/postgres-password"], check=False)  # fmt: skip
+    assert refused.returncode != 0
+
+    places = {
+        "unit files": guest.run(["sh", "-c", "cat /etc/containers/systemd/aistack/*"]).stdout,
+        "systemctl cat": guest.run(
+            ["systemctl", "cat", *(f"{s}.service" for s in SERVICES)]
+        ).stdout,
+        "agent journal": guest.run(
+            ["journalctl", "-u", AGENT, "--no-pager", "-o", "verbose"]
+        ).stdout,
+        "status": guest.http("GET", "http://127.0.0.1:9200/status")[1],
+        "litellm config": guest.run(["cat", "/etc/aistack/litellm/config.yaml"]).stdout,
+    }
+    for where, text in places.items():
+        for value in values:
+            assert value not in text, f"a secret value appears in {where}"
+    # ...and the containers got them where the images expect them
+    env = guest.podman("exec", "postgres", "printenv", "POSTGRES_PASSWORD").strip()
+    assert env == guest.run(["cat", "/etc/aistack/secrets/postgres-password"]).stdout.strip()

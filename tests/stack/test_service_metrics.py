@@ -1,0 +1,49 @@
+"""Service metrics render from the stack snapshot and pass promtool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agent.snapshot import SnapshotStore, SourceSnapshot, SourceState
+from agent.stack.metrics import ServiceCollector
+
+
+def _svc(active: str, health: str, restarts: int) -> dict[str, object]:
+    return {"active_state": active, "health": health, "restarts": restarts}
+
+
+def test_service_metrics_and_promtool() -> None:
+    store = SnapshotStore()
+    store.publish(
+        SourceSnapshot(
+            "stack",
+            SourceState.DEGRADED,
+            reason="litellm: unit failed",
+            data={
+                "services": {
+                    "ollama": _svc("active", "healthy", 0),
+                    "litellm": _svc("failed", "unknown", 3),
+                }
+            },
+        )
+    )
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(store.latest))
+    text = generate_latest(registry).decode()
+    assert 'aistack_service_up{service="ollama"} 1.0' in text
+    assert 'aistack_service_up{service="litellm"} 0.0' in text
+    assert 'aistack_service_healthy{service="litellm"} 0.0' in text
+    assert 'aistack_service_restarts_total{service="litellm"} 3.0' in text
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required (Debian package prometheus)"
+    proc = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+    assert proc.returncode == 0 and not proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_no_stack_snapshot_means_no_samples() -> None:
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(SnapshotStore().latest))
+    assert "aistack_service_up{" not in generate_latest(registry).decode()
