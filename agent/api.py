@@ -22,6 +22,8 @@ from .backup.watcher import backups_document
 from .openapi import openapi_document
 from .snapshot import SnapshotStore
 from .stack.control import Busy, StackControl, UnknownService
+from .stack.models import OllamaError
+from .stack.secrets import SecretsError
 from .status import AgentInfo, status_document
 from .token import token_matches
 
@@ -194,6 +196,39 @@ async def service_action(request: web.Request) -> web.Response:
     return json_response(body, status=200 if result.ok else 502)
 
 
+@token_required
+async def model_pull(request: web.Request) -> web.Response:
+    """Pull a model into Ollama (blocks until done): {"model": "llama3.2"}."""
+    control = request.app[CONTEXT].stack
+    if control is None:
+        return json_error(409, "the stack is not managed by this agent")
+    try:
+        body = await request.json()
+        name = str(body["model"])
+    except (ValueError, KeyError, TypeError):
+        return json_error(400, 'the body must be JSON like {"model": "llama3.2"}')
+    try:
+        status = await control.pull_model(name)
+    except OllamaError as exc:
+        return json_error(502, str(exc))
+    return json_response({"model": name, "status": status})
+
+
+@token_required
+async def secret_rotate(request: web.Request) -> web.Response:
+    control = request.app[CONTEXT].stack
+    if control is None:
+        return json_error(409, "the stack is not managed by this agent")
+    try:
+        results = await control.rotate_secret(request.match_info["name"])
+    except SecretsError as exc:
+        return json_error(400, str(exc))
+    restarted = [{"service": r.service, "ok": r.ok, "result": r.result} for r in results]
+    ok = all(r.ok for r in results)
+    return json_response({"rotated": request.match_info["name"], "restarted": restarted},
+                         status=200 if ok else 502)  # fmt: skip
+
+
 async def backups(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     return json_response(backups_document(context.store.get("backups")))
@@ -211,4 +246,6 @@ def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Applica
     app.router.add_post("/v1/backups", backup_now)
     app.router.add_post("/v1/apply", stack_apply)
     app.router.add_post("/v1/services/{name}/{action}", service_action)
+    app.router.add_post("/v1/models/pull", model_pull)
+    app.router.add_post("/v1/secrets/{name}/rotate", secret_rotate)
     return app

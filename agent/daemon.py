@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +42,7 @@ EX_OK = 0
 EX_UNAVAILABLE = 69  # the API address cannot be bound
 EX_CANTCREAT = 73  # the token file cannot be created or read
 SHUTDOWN_GRACE = 2.0  # seconds for tasks and open connections; SIGTERM must end < 5 s
+EXIT_CLEANUP = 2.0  # at most, for clean-up threads still running after the loop closed
 
 log = structlog.get_logger(component="agent")
 
@@ -265,8 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         executor.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             loop.close()
-    # A blocking client call (D-Bus, Podman) stuck in a worker thread must not hold the
-    # process past systemd's stop timeout: the agent's own state is already closed.
+    # Clean-up threads (e.g. killing a tool inside a container) get a bounded moment to
+    # finish; then a blocking client call (D-Bus, Podman) stuck in a worker thread must not
+    # hold the process past systemd's stop timeout: the agent's own state is closed.
+    deadline = time.monotonic() + EXIT_CLEANUP
+    for thread in threading.enumerate():
+        if thread.name.endswith("-kill") and thread.is_alive():
+            thread.join(max(0.0, deadline - time.monotonic()))
     if any(t.is_alive() for t in threading.enumerate() if t.name.startswith("aistack-io")):
         sys.stdout.flush()
         sys.stderr.flush()

@@ -20,11 +20,13 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
+        400: "A bad request (the message says what).",
         401: "Missing or wrong bearer token.",
         404: "No such service or action.",
         409: "Busy (a backup run, or an apply), or the feature is off.",
         422: "The config cannot be used (invalid, or cannot be applied); nothing changed.",
         500: "Internal error (details only in the agent's log).",
+        502: "A service behind the agent failed (the message says which).",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
@@ -192,6 +194,55 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "200": _json({"$ref": "#/components/schemas/ServiceAction"}, "Done."),
                         "502": _json({"$ref": "#/components/schemas/ServiceAction"}, "Failed."),
                         **_errors(401, 404, 409),
+                    },
+                }
+            },
+            "/v1/models/pull": {
+                "post": {
+                    "summary": "Pull a model into Ollama; answers when the pull has ended.",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["model"],
+                                    "properties": {"model": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "model": {"type": "string"},
+                                    "status": {"const": "success"},
+                                },
+                            },
+                            "Pulled.",
+                        ),
+                        **_errors(400, 401, 409, 502),
+                    },
+                }
+            },
+            "/v1/secrets/{name}/rotate": {
+                "post": {
+                    "summary": "Give a generated secret a new value and restart its users.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"enum": ["litellm-master-key", "webui-secret-key"]},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "Rotated, users restarted."),
+                        **_errors(400, 401, 502),
                     },
                 }
             },

@@ -324,9 +324,11 @@ class _ExecRunning:
         self._aborted.set()
         self.stream.abort()
         # An API call: not on the caller's thread, which may be the event loop. The reader
-        # (the pump thread, which the pipeline waits for) waits for it in turn.
-        self._killer = threading.Thread(target=self._kill, name=f"backup-{self.tool}-kill",
-                                        daemon=True)  # fmt: skip
+        # (the pump thread, which the pipeline waits for) waits for it in turn. Not a
+        # daemon thread: when the agent is stopping, the interpreter must let it finish
+        # (a couple of seconds at most), or pg_dump would outlive the agent in the
+        # container (seen under load: the process exited before the kill was sent).
+        self._killer = threading.Thread(target=self._kill, name=f"backup-{self.tool}-kill")
         self._killer.start()
 
     def _join_killer(self) -> None:
@@ -335,7 +337,7 @@ class _ExecRunning:
 
     def _kill(self) -> None:
         try:
-            info = podman_api.exec_inspect(self.source.socket, self.exec_id, timeout=5)
+            info = podman_api.exec_inspect(self.source.socket, self.exec_id, timeout=2)
             pid = info.get("Pid")
             if info.get("Running") and isinstance(pid, int) and pid > 1:
                 os.kill(pid, signal.SIGKILL)  # the host PID of the exec'd process

@@ -23,7 +23,7 @@ import structlog
 from .. import podman_api, systemd_ctl
 from ..atomic import write_atomic
 from ..config import AgentConfig
-from . import secrets
+from . import models, secrets
 from .cli import changes, planned
 from .facts import host_facts
 from .render import LITELLM_CONFIG, SERVICES, RenderError, render
@@ -47,6 +47,7 @@ class ApplyReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     purged_volumes: list[str] = field(default_factory=list)
+    pulled: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +56,21 @@ class ApplyReport:
 
 def unit_of(service: str) -> str:
     return f"{service}.service"
+
+
+def _pull_declared(
+    config: AgentConfig, report: ApplyReport, progress: Callable[[str], None]
+) -> None:
+    """Pull the models stack.ollama.models declares that Ollama does not have yet."""
+    base = config.gpu.ollama_url
+    try:
+        for name in models.missing(base, config.stack.ollama.models):
+            progress(f"pulling model {name}")
+            models.pull_all(base, name, lambda step: None)
+            report.pulled.append(name)
+    except models.OllamaError as exc:
+        report.ok = False
+        report.failed["ollama models"] = str(exc)
 
 
 def apply(
@@ -137,6 +153,8 @@ def apply(
                 f"{action} {outcome.result} (unit {outcome.active_state}/{outcome.sub_state}); "
                 f"see: journalctl -u {unit}"
             )
+    if stack.ollama.enabled and stack.ollama.models and "ollama" not in report.failed:
+        _pull_declared(config, report, progress)
     report.seconds = round(time.monotonic() - began, 3)
     log.info("stack applied", **{k: v for k, v in report.as_dict().items() if v})
     return report

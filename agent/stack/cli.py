@@ -1,7 +1,9 @@
-"""The stack's commands: `render` (touches nothing), `up`, `down`, `restart`, `logs`.
+"""The stack's commands: `render` (touches nothing), `up`, `down`, `restart`, `logs`,
+`models`, `psql`, `secrets rotate`.
 
-`up`, `down` and `restart` ask the running agent (its API, with the token from
-api.token_file), which owns the units; `render` and `logs` work without it.
+`up`, `down`, `restart` and `secrets rotate` ask the running agent (its API, with the token
+from api.token_file), which owns the units; `render`, `logs`, `models` (Ollama's own API)
+and `psql` work without it.
 
 Exit codes: 0 done (render --diff: nothing would change), 1 render --diff: files would
 change; up/down/restart: a service did not come up or stop, 3 the agent is not answering,
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AgentConfig, load_config, resolve_path
+from . import models
 from .facts import host_facts
 from .render import LITELLM_CONFIG, Rendered, RenderError, render
 
@@ -195,6 +198,85 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return _act(args, "restart")
 
 
+def _size(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Talk to Ollama directly (gpu.ollama_url): no agent needed."""
+    config = _load(args)
+    base = config.gpu.ollama_url
+    try:
+        if args.action == "list":
+            rows = models.list_models(base)
+            if args.json:
+                print(json.dumps([m.__dict__ for m in rows], indent=2))
+            else:
+                print(f"{'NAME':40} {'SIZE':>10}  MODIFIED")
+                for m in rows:
+                    print(f"{m.name:40} {_size(m.size):>10}  {m.modified_at}")
+        elif args.action == "pull":
+            _pull_with_progress(base, args.name)
+        else:
+            models.remove(base, args.name)
+            print(f"removed {args.name}")
+    except models.OllamaError as exc:
+        print(f"aistack models: {exc}", file=sys.stderr)
+        return EX_FAILED
+    return 0
+
+
+def _pull_with_progress(base: str, name: str) -> None:
+    """A one-line progress bar on a terminal; a line per step (and per 10 %) elsewhere."""
+    tty = sys.stderr.isatty()
+    last = ("", -1)
+    for step in models.pull(base, name):
+        pct = -1
+        if step.total:
+            pct = int(100 * (step.completed or 0) / step.total)
+        if tty:
+            bar = ""
+            if pct >= 0:
+                filled = pct * 30 // 100
+                bar = f" [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}%"
+            print(f"\r{step.status[:40]:40}{bar}", end="", file=sys.stderr, flush=True)
+        elif (step.status, pct // 10) != last:
+            suffix = f" {pct}%" if pct >= 0 else ""
+            print(f"{step.status}{suffix}", file=sys.stderr, flush=True)
+        last = (step.status, pct // 10)
+    if tty:
+        print(file=sys.stderr)
+    if last[0] != "success":
+        raise models.OllamaError(f"pull {name} ended with {last[0]!r}, not success")
+    print(f"pulled {name}")
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    """The seed's "Access Database": psql inside the postgres container."""
+    pg = _load(args).stack.postgres
+    argv = ["podman", "exec", "-it", "postgres", "psql", "-U", pg.user, "-d", pg.database]
+    os.execvp(argv[0], argv)
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        status, doc = _call(config, f"/v1/secrets/{args.name}/rotate", args.timeout)
+    except AgentUnreachable as exc:
+        print(f"aistack secrets: {exc}", file=sys.stderr)
+        return EX_UNREACHABLE
+    if "error" in doc:
+        print(f"aistack secrets: {doc['error']['message']}", file=sys.stderr)
+        return EX_FAILED
+    for r in doc["restarted"]:
+        print(f"restarted {r['service']:11} {r['result']}")
+    print(f"rotated {args.name}; its file: /etc/aistack/secrets/{args.name}")
+    return 0 if status == 200 else EX_FAILED
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     argv = ["journalctl", "--no-pager", "-u", f"{args.service}.service", "-n", str(args.lines)]
     if args.follow:
@@ -248,3 +330,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=100, help="lines of history (100)")
     logs.set_defaults(func=cmd_logs)
+
+    mdl = sub.add_parser(
+        "models", help="Ollama's models: list, pull (with progress), rm",
+        description="List, pull or remove Ollama's models through its API (gpu.ollama_url). "
+        "Models listed in stack.ollama.models are also pulled by `aistack up`.",
+    )  # fmt: skip
+    msub = mdl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mlist = msub.add_parser("list", help="the models Ollama has")
+    mlist.add_argument("--json", action="store_true", help="as JSON")
+    msub.add_parser("pull", help="pull a model, with progress").add_argument("name")
+    msub.add_parser("rm", help="remove a model").add_argument("name")
+    mdl.set_defaults(func=cmd_models)
+
+    psql = sub.add_parser(
+        "psql", help="psql into the stack's PostgreSQL (as root, podman exec)",
+        description="Open psql in the postgres container as stack.postgres.user on "
+        "stack.postgres.database (the seed's 'Access Database').",
+    )  # fmt: skip
+    psql.set_defaults(func=cmd_psql)
+
+    sec = sub.add_parser(
+        "secrets", help="rotate a generated secret and restart whoever uses it",
+        description="Give a generated secret (litellm-master-key, webui-secret-key) a new "
+        "value, store it in Podman, and restart the services that use it, through the agent.",
+    )  # fmt: skip
+    ssub = sec.add_subparsers(dest="secrets_action", required=True, metavar="ACTION")
+    rot = ssub.add_parser("rotate", help="new value for NAME, users restarted")
+    rot.add_argument("name", choices=["litellm-master-key", "webui-secret-key"])
+    rot.add_argument("--timeout", type=float, default=1800, help="seconds to wait (1800)")
+    sec.set_defaults(func=cmd_secrets)

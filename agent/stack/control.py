@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .. import systemd_ctl
 from ..config import AgentConfig
+from . import models, secrets
 from .apply import START_TIMEOUT, STOP_TIMEOUT, ApplyReport, apply, unit_of
 from .render import SERVICES
 
@@ -47,6 +48,32 @@ class StackControl:
         async with self._lock:
             try:
                 return await asyncio.to_thread(apply, self._config(), purge_data=purge_data)
+            finally:
+                self._changed()
+
+    async def pull_model(self, name: str) -> str:
+        base = self._config().gpu.ollama_url
+        return await asyncio.to_thread(models.pull_all, base, name, lambda step: None)
+
+    async def rotate_secret(self, name: str) -> list[ServiceResult]:
+        """New value, stored in Podman, then the services that use it restarted in order."""
+        config = self._config()
+        async with self._lock:
+            try:
+                users = await asyncio.to_thread(
+                    secrets.rotate, name, config.stack, config.watch.podman_socket
+                )
+                results = []
+                for spec in SERVICES:
+                    if spec.name in users and getattr(config.stack, spec.config_key).enabled:
+                        outcome = await asyncio.to_thread(
+                            systemd_ctl.restart, unit_of(spec.name), START_TIMEOUT
+                        )
+                        result = ServiceResult(
+                            spec.name, "restart", outcome.ok, outcome.result, outcome.active_state
+                        )
+                        results.append(result)
+                return results
             finally:
                 self._changed()
 

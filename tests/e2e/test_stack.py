@@ -166,3 +166,60 @@ def test_secrets_stay_out_of_units_logs_status_and_other_users(stack: Guest) -> 
     # ...and the containers got them where the images expect them
     env = guest.podman("exec", "postgres", "printenv", "POSTGRES_PASSWORD").strip()
     assert env == guest.run(["cat", "/etc/aistack/secrets/postgres-password"]).stdout.strip()
+
+
+def test_models_pull_with_progress_list_rm_and_declared_models(
+    stack: Guest, standin_images: dict[str, str], postgres_image: str
+) -> None:
+    guest = stack
+    _up(guest)
+    res = guest.run(["aistack", "models", "pull", "llama3.2"], timeout=120)
+    assert "pulled llama3.2" in res.stdout
+    steps = res.stderr.splitlines()  # not a TTY: one line per step
+    assert steps[0].startswith("pulling manifest") and steps[-1].startswith("success"), steps
+    assert any(line.endswith("%") for line in steps), steps
+    listed = guest.run(["aistack", "models", "list", "--json"]).stdout
+    assert "llama3.2" in {m["name"].removesuffix(":latest") for m in json.loads(listed)}
+    guest.run(["aistack", "models", "rm", "llama3.2"])
+    listed = guest.run(["aistack", "models", "list", "--json"]).stdout
+    assert "llama3.2" not in {m["name"].removesuffix(":latest") for m in json.loads(listed)}
+    # declared in the config: apply pulls what is missing, and only that
+    guest.write_file(
+        "/etc/aistack/agent.yaml",
+        _config(standin_images, postgres_image, "    models: [mistral]\n"),
+    )
+    report = _up(guest)
+    assert report["pulled"] == ["mistral"] and report["restarted"] == [], report
+    assert _up(guest)["pulled"] == []
+
+
+def test_rotate_a_secret_restarts_its_users(stack: Guest) -> None:
+    guest = stack
+    _up(guest)
+    before = guest.run(["cat", "/etc/aistack/secrets/webui-secret-key"]).stdout
+    pid = guest.unit_properties("open-webui.service", "MainPID")["MainPID"]
+    res = guest.run(["aistack", "secrets", "rotate", "webui-secret-key"], timeout=300)
+    assert "restarted open-webui" in res.stdout, res.stdout + res.stderr
+    after = guest.run(["cat", "/etc/aistack/secrets/webui-secret-key"]).stdout
+    assert after != before
+    assert guest.unit_properties("open-webui.service", "MainPID")["MainPID"] != pid
+    seen = guest.podman("exec", "open-webui", "sh", "-c", 'echo "$WEBUI_SECRET_KEY"').strip()
+    assert seen == after.strip()
+
+
+def test_removing_a_service_stops_it_and_keeps_its_volume(
+    stack: Guest, standin_images: dict[str, str], postgres_image: str
+) -> None:
+    guest = stack
+    _up(guest)
+    config = _config(standin_images, postgres_image).replace(
+        f"  open_webui:\n    image: {standin_images['open-webui']}\n",
+        "  open_webui:\n    enabled: false\n",
+    )
+    guest.write_file("/etc/aistack/agent.yaml", config)
+    report = _up(guest)
+    assert report["stopped"] == ["open-webui"], report
+    assert "/etc/containers/systemd/aistack/open-webui.container" in report["removed"]
+    assert guest.unit_properties("open-webui.service", "ActiveState")["ActiveState"] != "active"
+    volumes = guest.podman("volume", "ls", "--format", "{{.Name}}").split()
+    assert "aistack-open-webui-data" in volumes  # data stays without --purge-data
