@@ -94,9 +94,15 @@ def render_status(doc: dict[str, Any]) -> str:
         rows.append([name, src["state"], _age(src["age_seconds"]), detail or "-"])
     lines += ["", _table(rows), ""]
     services = doc.get("services") or {}
-    lines.append(
-        f"services: {len(services)} configured" if services else "services: none configured yet"
-    )
+    if services:
+        rows = [["SERVICE", "STATE", "HEALTH", "RESTARTS", "DETAIL"]]
+        for name, svc in services.items():
+            state = f"{svc['active_state']}/{svc['sub_state']}"
+            detail = svc["last_error"] or ", ".join(svc["ports"]) or "-"
+            rows.append([name, state, svc["health"], str(svc["restarts"]), detail])
+        lines += [_table(rows), ""]
+    else:
+        lines.append("services: none (the stack is disabled, or not read yet)")
     gpus = doc.get("gpus") or []
     lines.append(f"gpus: {len(gpus)}" if gpus else "gpus: none")
     lines.append(f"backups: {doc.get('backups', {}).get('state', 'unknown')}")

@@ -370,3 +370,16 @@ def volume_delete(path: Path, name: str, timeout: float = 30.0) -> bool:
     if status not in (200, 204):
         raise PodmanApiError(f"cannot remove volume {name!r} ({status}): {_message(data)}")
     return True
+
+
+def container_stats(path: Path, names: Sequence[str], timeout: float = 30.0) -> dict[str, Any]:
+    """One sample of podman stats for the named (running) containers: name -> stats."""
+    if not names:
+        return {}
+    query = "&".join(f"containers={quote(n, safe='')}" for n in names)
+    status, data = request_json(
+        path, "GET", f"{API}/containers/stats?stream=false&{query}", timeout=timeout
+    )
+    if status != 200 or not isinstance(data, dict):
+        raise PodmanApiError(f"container stats failed ({status}): {_message(data)}")
+    return {str(s.get("Name")): s for s in data.get("Stats") or []}

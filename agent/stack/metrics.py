@@ -9,6 +9,14 @@ from prometheus_client.registry import Collector
 
 from ..snapshot import SourceSnapshot
 
+_Families = tuple[
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    CounterMetricFamily,
+]
+
 
 class ServiceCollector(Collector):
     def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot]]) -> None:
@@ -17,7 +25,7 @@ class ServiceCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily]:
+    def _families(self) -> _Families:
         up = GaugeMetricFamily(
             "aistack_service_up", "1 when the service's unit is active.", labels=["service"]
         )
@@ -31,16 +39,28 @@ class ServiceCollector(Collector):
             "Restarts of the service's unit by systemd (NRestarts) since it was last started.",
             labels=["service"],
         )
-        return up, healthy, restarts
+        memory = GaugeMetricFamily(
+            "aistack_service_memory_bytes",
+            "Memory the service's container uses (podman stats, sampled by the agent).",
+            labels=["service"],
+        )
+        cpu = CounterMetricFamily(
+            "aistack_service_cpu_seconds",
+            "CPU time the service's container has used (podman stats).",
+            labels=["service"],
+        )
+        return up, healthy, restarts, memory, cpu
 
     def collect(self) -> Iterator[Metric]:
-        up, healthy, restarts = self._families()
+        up, healthy, restarts, memory, cpu = self._families()
         snap = self._snapshots().get("stack")
         services = snap.data.get("services", {}) if snap is not None else {}
         for name, svc in sorted(services.items()):
             up.add_metric([name], 1.0 if svc["active_state"] == "active" else 0.0)
             healthy.add_metric([name], 1.0 if svc["health"] == "healthy" else 0.0)
             restarts.add_metric([name], float(svc["restarts"] or 0))
-        yield up
-        yield healthy
-        yield restarts
+            if svc.get("memory_bytes") is not None:
+                memory.add_metric([name], float(svc["memory_bytes"]))
+            if svc.get("cpu_seconds") is not None:
+                cpu.add_metric([name], float(svc["cpu_seconds"]))
+        yield from (up, healthy, restarts, memory, cpu)

@@ -34,9 +34,19 @@ def _health(inspect: dict[str, Any] | None) -> str:
     return status if status in ("healthy", "unhealthy", "starting") else "unknown"
 
 
+def _cpu_seconds(stats: dict[str, Any] | None) -> float | None:
+    nano = (stats or {}).get("CPUNano")
+    return round(nano / 1e9, 3) if isinstance(nano, int | float) else None
+
+
 def read_services(stack: StackConfig, socket: Path) -> dict[str, Any]:
     enabled = [s for s in SERVICES if getattr(stack, s.config_key).enabled]
     states = systemd_ctl.unit_states(f"{s.name}.service" for s in enabled)
+    running = [s.name for s in enabled if states[f"{s.name}.service"].active_state == "active"]
+    try:
+        stats = podman_api.container_stats(socket, running)
+    except podman_api.PodmanApiError:
+        stats = {}
     services: dict[str, Any] = {}
     for spec in enabled:
         unit = f"{spec.name}.service"
@@ -64,6 +74,8 @@ def read_services(stack: StackConfig, socket: Path) -> dict[str, Any]:
             "image_digest": (inspect or {}).get("ImageDigest"),
             "started_at": state.get("StartedAt") if inspect else _iso(st.active_enter_timestamp),
             "restarts": st.n_restarts,
+            "memory_bytes": (stats.get(spec.name) or {}).get("MemUsage"),
+            "cpu_seconds": _cpu_seconds(stats.get(spec.name)),
             "ports": [p for p in getattr(stack, spec.config_key).ports],
             "last_error": error,
         }

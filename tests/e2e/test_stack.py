@@ -90,6 +90,12 @@ def test_apply_runs_the_stack_healthy_and_reapply_changes_nothing(
         assert svc["active_state"] == "active" and svc["health"] == "healthy", (name, svc)
         assert svc["container_id"] and svc["last_error"] is None
 
+    # sampled podman stats as metrics
+    metrics = guest.http("GET", "http://127.0.0.1:9200/metrics")[1]
+    for name in SERVICES:
+        assert f'aistack_service_up{{service="{name}"}} 1.0' in metrics
+        assert f'aistack_service_memory_bytes{{service="{name}"}}' in metrics, name
+
     # one network, names resolve: Open WebUI -> Ollama and LiteLLM; LiteLLM -> Postgres
     for url in ("http://ollama:11434/api/version", "http://litellm:4000/health/liveliness"):
         guest.podman("exec", "open-webui", "wget", "-q", "-O", "/dev/null", url)

@@ -12,7 +12,14 @@ from agent.stack.metrics import ServiceCollector
 
 
 def _svc(active: str, health: str, restarts: int) -> dict[str, object]:
-    return {"active_state": active, "health": health, "restarts": restarts}
+    running = active == "active"
+    return {
+        "active_state": active,
+        "health": health,
+        "restarts": restarts,
+        "memory_bytes": 123456789 if running else None,
+        "cpu_seconds": 1.5 if running else None,
+    }
 
 
 def test_service_metrics_and_promtool() -> None:
@@ -37,6 +44,9 @@ def test_service_metrics_and_promtool() -> None:
     assert 'aistack_service_up{service="litellm"} 0.0' in text
     assert 'aistack_service_healthy{service="litellm"} 0.0' in text
     assert 'aistack_service_restarts_total{service="litellm"} 3.0' in text
+    assert 'aistack_service_memory_bytes{service="ollama"} 1.23456789e+08' in text
+    assert 'aistack_service_cpu_seconds_total{service="ollama"} 1.5' in text
+    assert 'aistack_service_memory_bytes{service="litellm"}' not in text  # not running
     promtool = shutil.which("promtool")
     assert promtool, "promtool is required (Debian package prometheus)"
     proc = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
