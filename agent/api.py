@@ -182,6 +182,20 @@ async def stack_apply(request: web.Request) -> web.Response:
 
 
 @token_required
+async def stack_update(request: web.Request) -> web.Response:
+    """Newer images, restart, roll back what does not come back healthy; the report."""
+    control = request.app[CONTEXT].stack
+    if control is None:
+        return json_error(409, "the stack is not managed by this agent")
+    pull = request.query.get("pull", "true").lower() not in ("0", "false", "no")
+    try:
+        report = await control.update(pull=pull)
+    except Busy as exc:
+        return json_error(409, str(exc))
+    return json_response(report.as_dict(), status=200 if report.ok else 502)
+
+
+@token_required
 async def service_action(request: web.Request) -> web.Response:
     control = request.app[CONTEXT].stack
     if control is None:
@@ -245,6 +259,7 @@ def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Applica
     app.router.add_get("/v1/backups", backups)
     app.router.add_post("/v1/backups", backup_now)
     app.router.add_post("/v1/apply", stack_apply)
+    app.router.add_post("/v1/update", stack_update)
     app.router.add_post("/v1/services/{name}/{action}", service_action)
     app.router.add_post("/v1/models/pull", model_pull)
     app.router.add_post("/v1/secrets/{name}/rotate", secret_rotate)

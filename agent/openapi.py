@@ -172,6 +172,28 @@ def openapi_document(version: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/update": {
+                "post": {
+                    "summary": "Pull newer images, restart what changed, roll back a service "
+                    "that does not come back healthy.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "pull",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "boolean", "default": True},
+                            "description": "false: use the images in local storage as they "
+                            "are (e.g. after podman load on an offline host).",
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "Updated or unchanged."),
+                        "502": _json({"type": "object"}, "Rolled back, or failed."),
+                        **_errors(401, 409),
+                    },
+                }
+            },
             "/v1/services/{name}/{action}": {
                 "post": {
                     "summary": "Start, stop or restart one service's unit, waiting for the job.",

@@ -383,3 +383,50 @@ def container_stats(path: Path, names: Sequence[str], timeout: float = 30.0) -> 
     if status != 200 or not isinstance(data, dict):
         raise PodmanApiError(f"container stats failed ({status}): {_message(data)}")
     return {str(s.get("Name")): s for s in data.get("Stats") or []}
+
+
+def image_id(path: Path, ref: str, timeout: float = 30.0) -> str | None:
+    """The id of the image `ref` names locally, or None."""
+    status, data = request_json(
+        path, "GET", f"{API}/images/{quote(ref, safe='')}/json", None, timeout
+    )
+    if status == 404:
+        return None
+    if status != 200 or not isinstance(data, dict):
+        raise PodmanApiError(f"image inspect {ref!r} failed ({status}): {_message(data)}")
+    return str(data.get("Id"))
+
+
+def image_pull(path: Path, ref: str, timeout: float = 1800.0) -> str:
+    """Pull `ref` from its registry; the resulting image id. Podman streams JSON progress
+    objects and ends with one that has "id" (or "error")."""
+    status, data = request_json(
+        path, "POST", f"{API}/images/pull?reference={quote(ref, safe='')}&quiet=true",
+        None, timeout,
+    )  # fmt: skip
+    text = data if isinstance(data, str) else json.dumps(data)
+    last: dict[str, Any] = {}
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(line)
+            if isinstance(item, dict):
+                last = item if ("id" in item or "error" in item) else last
+    if isinstance(data, dict):
+        last = data
+    if status != 200 or "error" in last or "id" not in last:
+        why = last.get("error") or _message(data)
+        raise PodmanApiError(f"cannot pull {ref}: {why}")
+    return str(last["id"])
+
+
+def image_tag(path: Path, image: str, ref: str, timeout: float = 30.0) -> None:
+    """Point `ref` (repo:tag) at `image` again (the roll-back of an update)."""
+    repo, _, tag = ref.rpartition(":")
+    if not repo or "/" in tag:
+        repo, tag = ref, "latest"
+    query = f"repo={quote(repo, safe='')}&tag={quote(tag, safe='')}"
+    status, data = request_json(
+        path, "POST", f"{API}/images/{quote(image, safe='')}/tag?{query}", None, timeout
+    )
+    if status not in (200, 201):
+        raise PodmanApiError(f"cannot tag {image[:12]} as {ref} ({status}): {_message(data)}")

@@ -24,6 +24,7 @@ from .convert import convert
 from .errors import EX_DATAERR, ComposeError
 from .loader import LoadOptions, Project, load_project
 from .report import Report
+from .stackconfig import StackImport, stack_config
 
 EX_OK = 0
 EX_LOSSY = 2
@@ -61,6 +62,8 @@ class ImportResult:
     units: list[UnitFile]
     report: Report
     written: list[Path] = field(default_factory=list)
+    stack: StackImport | None = None
+    stack_written: Path | None = None
 
 
 def _version(text: str) -> PodmanVersion:
@@ -132,6 +135,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--allow-lossy",
         action="store_true",
         help="write the units even when some settings cannot be converted",
+    )
+    parser.add_argument(
+        "--stack-config",
+        type=Path,
+        metavar="FILE",
+        help="also write aistack's stack: config (for /etc/aistack/agent.yaml) to FILE when "
+        "the project is the seed's AI stack (Ollama, Open WebUI, LiteLLM, PostgreSQL, "
+        "recognised by image); secrets are listed, never copied",
     )
     parser.add_argument("--json", action="store_true", help="print a machine-readable result")
     parser.set_defaults(func=cmd_import_compose)
@@ -218,7 +229,29 @@ def _as_json(result: ImportResult, exit_code: int) -> dict[str, Any]:
         "units": [{"name": u.name, "content": u.render()} for u in result.units],
         "written": [str(p) for p in result.written],
         **result.report.as_dict(),
+        **({"stack_config": _stack_json(result)} if result.stack is not None else {}),
     }
+
+
+def _stack_json(result: ImportResult) -> dict[str, Any]:
+    stack = result.stack
+    assert stack is not None
+    return {
+        "recognised": stack.recognised,
+        "why_not": stack.why or None,
+        "services": stack.services,
+        "config": stack.data or None,
+        "secrets_todo": stack.secrets_todo,
+        "written": str(result.stack_written) if result.stack_written else None,
+    }
+
+
+def add_stack_config(result: ImportResult) -> StackImport:
+    """Derive the stack: config (notes and to-dos join the import's report)."""
+    report = Report(result.report.lossy, result.report.notes, result.report.actions)
+    result.stack = stack_config(result.project, report)
+    result.report = report.sorted()
+    return result.stack
 
 
 def _next_steps(result: ImportResult, where: str) -> str:
@@ -249,8 +282,14 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
     report = result.report
     blocked = bool(report.lossy) and not args.allow_lossy
     exit_code = EX_LOSSY if blocked else EX_OK
+    stack = add_stack_config(result) if args.stack_config is not None else None
     if not blocked and args.output is not None:
         result.written = write_units(result.units, args.output)
+    if not blocked and stack is not None and stack.recognised:
+        args.stack_config.parent.mkdir(parents=True, exist_ok=True)
+        text = stack.render(result.project.files)
+        write_atomic(args.stack_config, text.encode())
+        result.stack_written = args.stack_config
     if args.json:
         print(json.dumps(_as_json(result, exit_code), indent=2))
     elif not blocked and args.output is None:
@@ -280,5 +319,15 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
         lines.append(_next_steps(result, str(args.output)))
     else:
         lines.append(_next_steps(result, "/etc/containers/systemd/"))
+    if stack is not None and not stack.recognised:
+        lines.append(
+            f"aistack: --stack-config: nothing written to {args.stack_config}: the project "
+            f"is not the seed's AI stack: {stack.why}"
+        )
+    elif result.stack_written is not None:
+        lines.append(
+            f"wrote the stack: config to {result.stack_written}: merge it into "
+            "/etc/aistack/agent.yaml, do the stack config's to-dos, then: aistack up"
+        )
     print("\n".join(lines), file=sys.stderr)
     return exit_code

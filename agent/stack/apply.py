@@ -12,6 +12,9 @@ Blocking (systemd over pystemd, Podman over its socket): the daemon runs it in a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,8 +57,37 @@ class ApplyReport:
         return dict(self.__dict__)
 
 
+GENERATORS = (
+    Path("/usr/lib/systemd/system-generators/podman-system-generator"),
+    Path("/usr/libexec/podman/quadlet"),
+)
+
+
 def unit_of(service: str) -> str:
     return f"{service}.service"
+
+
+def generator_check(files: dict[str, str], generators: tuple[Path, ...] = GENERATORS) -> list[str]:
+    """Podman's own quadlet generator, where installed, over the rendered files (--dryrun):
+    what it rejects is reported before anything on the host changes."""
+    generator = next((g for g in generators if g.exists()), None)
+    if generator is None:
+        return []
+    with tempfile.TemporaryDirectory(prefix="aistack-render-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        env = {**os.environ, "QUADLET_UNIT_DIRS": tmp}
+        try:
+            proc = subprocess.run([str(generator), "--dryrun"], env=env, capture_output=True,
+                                  text=True, timeout=60)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return [f"{generator} --dryrun could not run: {exc}"]
+    if proc.returncode == 0:
+        return []
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    return [f"{generator.name} --dryrun: {line}" for line in lines[-5:]] or [
+        f"{generator.name} --dryrun failed ({proc.returncode})"
+    ]
 
 
 def _pull_declared(
@@ -90,6 +122,9 @@ def apply(
         report.ok, report.problems = False, exc.problems
         return report
     report.warnings = list(rendered.warnings)
+    if problems := generator_check(dict(rendered.files)):
+        report.ok, report.problems = False, problems
+        return report
     unit_dir = stack.unit_dir
     files = planned(rendered, unit_dir)
     diff = changes(files, unit_dir)

@@ -166,6 +166,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     return {200: 0, 422: EX_DATAERR}.get(status, EX_FAILED)
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print("updating images (pull, restart, roll back what does not come back healthy) ...",
+          file=sys.stderr, flush=True)  # fmt: skip
+    query = "" if args.pull else "?pull=false"
+    try:
+        status, doc = _call(config, f"/v1/update{query}", args.timeout)
+    except AgentUnreachable as exc:
+        print(f"aistack update: {exc}", file=sys.stderr)
+        return EX_UNREACHABLE
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    elif "error" in doc:
+        print(f"aistack update: {doc['error']['message']}", file=sys.stderr)
+    else:
+        for name, image in doc["updated"].items():
+            print(f"updated     {name} -> {image[:12]}")
+        for name, why in doc["rolled_back"].items():
+            print(f"ROLLED BACK {name}: {why}")
+        for name, why in doc["failed"].items():
+            print(f"FAILED      {name}: {why}")
+        if doc["unchanged"]:
+            print(f"unchanged   {', '.join(doc['unchanged'])}")
+    return 0 if status == 200 else EX_FAILED
+
+
 def _act(args: argparse.Namespace, action: str) -> int:
     config = _load(args)
     if args.service:
@@ -330,6 +356,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=100, help="lines of history (100)")
     logs.set_defaults(func=cmd_logs)
+
+    upd = sub.add_parser(
+        "update", help="newer images: pull, restart, roll back on failure (through the agent)",
+        description="For each service: pull its image, restart it when the image changed, "
+        "and when it does not come back healthy tag the previous image back and restart on "
+        "it. Prints what was updated, rolled back or failed.",
+        epilog=epilog, formatter_class=fmt,
+    )  # fmt: skip
+    upd.add_argument(
+        "--no-pull",
+        dest="pull",
+        action="store_false",
+        help="use the images in local storage as they are (offline hosts)",
+    )
+    upd.add_argument("--json", action="store_true", help="print the agent's report as JSON")
+    upd.add_argument("--timeout", type=float, default=3600, help="seconds to wait (3600)")
+    upd.set_defaults(func=cmd_update)
 
     mdl = sub.add_parser(
         "models", help="Ollama's models: list, pull (with progress), rm",

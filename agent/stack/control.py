@@ -15,6 +15,7 @@ from ..config import AgentConfig
 from . import models, secrets
 from .apply import START_TIMEOUT, STOP_TIMEOUT, ApplyReport, apply, unit_of
 from .render import SERVICES
+from .update import UpdateReport, update
 
 ACTIONS = ("start", "stop", "restart")
 
@@ -48,6 +49,15 @@ class StackControl:
         async with self._lock:
             try:
                 return await asyncio.to_thread(apply, self._config(), purge_data=purge_data)
+            finally:
+                self._changed()
+
+    async def update(self, pull: bool = True) -> UpdateReport:
+        if self._lock.locked():
+            raise Busy("an apply, update or service action is already running")
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(update, self._config(), pull=pull)
             finally:
                 self._changed()
 

@@ -54,6 +54,7 @@ def test_help_lists_the_command(capsys: pytest.CaptureFixture[str]) -> None:
         "--profile",
         "--env-file",
         "--allow-lossy",
+        "--stack-config",
         "--json",
         "65",
     ):

@@ -229,3 +229,57 @@ def test_removing_a_service_stops_it_and_keeps_its_volume(
     assert guest.unit_properties("open-webui.service", "ActiveState")["ActiveState"] != "active"
     volumes = guest.podman("volume", "ls", "--format", "{{.Name}}").split()
     assert "aistack-open-webui-data" in volumes  # data stays without --purge-data
+
+
+def test_update_restarts_on_a_new_image_and_rolls_back_a_broken_one(
+    stack: Guest, standin_images: dict[str, str]
+) -> None:
+    """No registry here: the 'newer image' is committed locally under the same name and
+    `aistack update --no-pull` takes local storage as it is (the offline-host mode)."""
+    guest = stack
+    _up(guest)
+    ref = standin_images["ollama"]
+    original = guest.podman("image", "inspect", ref, "--format", "{{.Id}}").strip()
+
+    # nothing new: nothing restarts
+    res = guest.run(["aistack", "update", "--no-pull", "--json"], timeout=600)
+    doc = json.loads(res.stdout)
+    assert doc["updated"] == {} and "ollama" in doc["unchanged"], doc
+
+    # a good new image: ollama restarts on it
+    guest.podman("commit", "--change", "LABEL io.aistack.test.generation=2", "ollama", ref)
+    good = guest.podman("image", "inspect", ref, "--format", "{{.Id}}").strip()
+    doc = json.loads(guest.run(["aistack", "update", "--no-pull", "--json"], timeout=600).stdout)
+    assert doc["updated"] == {"ollama": good} and doc["ok"], doc
+    running = guest.podman("inspect", "ollama", "--format", "{{.Image}}").strip()
+    assert running == good
+
+    # a broken new image (crashes at start): rolled back to the previous one, healthy again
+    guest.podman("commit", "--change", "ENV AISTACK_FAULT_CRASH_AT_START=1", "ollama", ref)
+    res = guest.run(["aistack", "update", "--no-pull", "--json"], check=False, timeout=900)
+    doc = json.loads(res.stdout)
+    assert res.returncode == 1 and "ollama" in doc["rolled_back"], doc
+    guest.wait_unit("ollama.service", "active", timeout=120)
+    assert guest.podman("inspect", "ollama", "--format", "{{.Image}}").strip() == good
+    assert guest.podman("image", "inspect", ref, "--format", "{{.Id}}").strip() == good
+    # put the test image back as it was for the other tests
+    guest.podman("tag", original, ref)
+
+
+def test_a_config_that_cannot_be_applied_changes_nothing(
+    stack: Guest, standin_images: dict[str, str], postgres_image: str
+) -> None:
+    guest = stack
+    _up(guest)
+    before = guest.run(["sh", "-c", "cat /etc/containers/systemd/aistack/*"]).stdout
+    pids = {n: guest.unit_properties(f"{n}.service", "MainPID")["MainPID"] for n in SERVICES}
+    # nvidia asked for, but the guest has no CDI spec: refused by name, before any change
+    bad = _config(standin_images, postgres_image).replace("gpu: none", "gpu: nvidia")
+    guest.write_file("/etc/aistack/agent.yaml", bad)
+    res = guest.run(["aistack", "up"], check=False, timeout=300)
+    assert res.returncode == 65, res.stdout + res.stderr
+    assert "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml" in res.stderr
+    assert guest.run(["sh", "-c", "cat /etc/containers/systemd/aistack/*"]).stdout == before
+    assert pids == {
+        n: guest.unit_properties(f"{n}.service", "MainPID")["MainPID"] for n in SERVICES
+    }
