@@ -155,12 +155,17 @@ async def backup_now(request: web.Request) -> web.Response:
     return json_response(result.to_dict())
 
 
+def _stack(request: web.Request) -> StackControl:
+    control = request.app[CONTEXT].stack
+    if control is None:
+        raise web.HTTPConflict(text="the stack is not managed by this agent")
+    return control
+
+
 @token_required
 async def stack_apply(request: web.Request) -> web.Response:
     """Render, write what changed, (re)start in order, wait until healthy; the report."""
-    control = request.app[CONTEXT].stack
-    if control is None:
-        return json_error(409, "the stack is not managed by this agent")
+    control = _stack(request)
     purge = request.query.get("purge_data", "false").lower() in ("1", "true", "yes")
     # `aistack up` applies the config file as it is now: reload it first, all or nothing.
     reloaded = await request.app[CONTEXT].reload()
@@ -184,9 +189,7 @@ async def stack_apply(request: web.Request) -> web.Response:
 @token_required
 async def stack_update(request: web.Request) -> web.Response:
     """Newer images, restart, roll back what does not come back healthy; the report."""
-    control = request.app[CONTEXT].stack
-    if control is None:
-        return json_error(409, "the stack is not managed by this agent")
+    control = _stack(request)
     pull = request.query.get("pull", "true").lower() not in ("0", "false", "no")
     try:
         report = await control.update(pull=pull)
@@ -197,9 +200,7 @@ async def stack_update(request: web.Request) -> web.Response:
 
 @token_required
 async def service_action(request: web.Request) -> web.Response:
-    control = request.app[CONTEXT].stack
-    if control is None:
-        return json_error(409, "the stack is not managed by this agent")
+    control = _stack(request)
     name, action = request.match_info["name"], request.match_info["action"]
     try:
         result = await control.service(name, action)
@@ -213,9 +214,7 @@ async def service_action(request: web.Request) -> web.Response:
 @token_required
 async def model_pull(request: web.Request) -> web.Response:
     """Pull a model into Ollama (blocks until done): {"model": "llama3.2"}."""
-    control = request.app[CONTEXT].stack
-    if control is None:
-        return json_error(409, "the stack is not managed by this agent")
+    control = _stack(request)
     try:
         body = await request.json()
         name = str(body["model"])
@@ -230,9 +229,7 @@ async def model_pull(request: web.Request) -> web.Response:
 
 @token_required
 async def secret_rotate(request: web.Request) -> web.Response:
-    control = request.app[CONTEXT].stack
-    if control is None:
-        return json_error(409, "the stack is not managed by this agent")
+    control = _stack(request)
     try:
         results = await control.rotate_secret(request.match_info["name"])
     except SecretsError as exc:

@@ -29,6 +29,7 @@ from .config import (
     resolve_path,
 )
 from .stack.cli import register as register_render
+from .tabular import table
 
 EX_OK = 0
 EX_DEGRADED = 1  # the agent answered and reports a degraded stack
@@ -72,14 +73,6 @@ def _age(seconds: float) -> str:
     return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)), r[-1]]).rstrip()
-        for r in rows
-    )
-
-
 def render_status(doc: dict[str, Any]) -> str:
     lines = [
         f"aistack-agent {doc['version']}  state: {doc['state']}  up {_age(doc['uptime_seconds'])}"
@@ -92,7 +85,7 @@ def render_status(doc: dict[str, Any]) -> str:
             f"{k} {v}" for k, v in src["data"].items() if isinstance(v, str | int | float)
         )
         rows.append([name, src["state"], _age(src["age_seconds"]), detail or "-"])
-    lines += ["", _table(rows), ""]
+    lines += ["", table(rows), ""]
     services = doc.get("services") or {}
     if services:
         rows = [["SERVICE", "STATE", "HEALTH", "RESTARTS", "DETAIL"]]
@@ -100,7 +93,7 @@ def render_status(doc: dict[str, Any]) -> str:
             state = f"{svc['active_state']}/{svc['sub_state']}"
             detail = svc["last_error"] or ", ".join(svc["ports"]) or "-"
             rows.append([name, state, svc["health"], str(svc["restarts"]), detail])
-        lines += [_table(rows), ""]
+        lines += [table(rows), ""]
     else:
         lines.append("services: none (the stack is disabled, or not read yet)")
     gpus = doc.get("gpus") or []

@@ -50,6 +50,20 @@ _SIZE_UNITS = {
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)")
 
 
+def sum_duration_parts(
+    text: str, pattern: re.Pattern[str], units: Mapping[str, float]
+) -> float | None:
+    """Seconds in `1h30m`-style text made only of `pattern` matches (number, unit); None
+    when anything else is in it. Shared by agent.yaml's and compose's duration grammars."""
+    pos, total = 0, 0.0
+    for match in pattern.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * units[match.group(2)]
+        pos = match.end()
+    return total if text and pos == len(text) else None
+
+
 def parse_duration(value: object) -> float:
     """Parse `30s`, `5m`, `1h30m`, `250ms` into seconds.
 
@@ -60,14 +74,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
     if isinstance(value, int | float):
         raise ValueError(f"a duration needs a unit: write {value}s, {value}m or {value}h")
-    text = value.strip()
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
+    total = sum_duration_parts(value.strip(), _DURATION_PART, _DURATION_UNITS)
+    if total is None:
         raise ValueError(
             f"not a duration: {value!r} (use a number and a unit: ms, s, m, h, d; e.g. 30s, 1h30m)"
         )

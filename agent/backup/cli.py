@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ..config import AgentConfig, load_config, resolve_path
+from ..tabular import table
 from .model import BackupError, BusyError, RunResult, iso
 
 EX_OK = 0
@@ -59,14 +60,6 @@ def _local_time(ts: float, zone_name: str) -> str:
     from .runner import resolve_zone
 
     return datetime.fromtimestamp(ts, resolve_zone(zone_name)).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]).rstrip()
-        for r in rows
-    )
 
 
 def render_result(result: dict[str, Any]) -> str:
@@ -188,7 +181,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     ", ".join(reasons) if reasons else "(would be pruned)",
                 ]
             )
-        print(_table(rows))
+        print(table(rows))
     for problem in problems:
         print(f"! {problem}")
     return EX_OK

@@ -12,6 +12,8 @@ import re
 import shlex
 from typing import Any
 
+from ..config import sum_duration_parts
+
 # --- durations ------------------------------------------------------------------------
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
@@ -40,13 +42,8 @@ def parse_duration(value: Any) -> float:
     text = value.strip()
     if text in ("0", ""):
         return 0.0
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text):
+    total = sum_duration_parts(text, _DURATION_PART, _DURATION_UNITS)
+    if total is None:
         raise ValueError(f"not a duration: {value!r} (e.g. 10s, 1m30s, 500ms)")
     return total
 
