@@ -1,0 +1,318 @@
+"""When to restart a stack service, and when to leave it alone: the healing policy.
+
+Pure: the caller observes (systemd + Podman + probes), passes the wall-clock time and a
+random source, executes the returned actions, and stores the returned state (see
+agent/heal/state.py). Nothing here reads a clock, touches a file or talks to systemd, so
+every scenario is a test with simulated time.
+
+Decisions, per service, in dependency order (postgres before litellm, ...):
+
+1. Not meant to run: nothing to heal.
+2. systemd is already restarting it (sub_state auto-restart, or activating/deactivating):
+   wait. Restarting on top of systemd's own restart would fight it.
+3. A problem: failed (start-limit-hit: `reset-failed` first, or the restart is refused),
+   inactive, unhealthy for longer than `unhealthy_grace`, or `probe_failures` failed
+   probes in a row.
+4. A hard dependency (systemd Requires=) is down: wait, `waiting-for: postgres`;
+   restarting LiteLLM while PostgreSQL is down only burns restarts. When it is back,
+   a dependent that still fails is restarted at once (`dependency-recovered`), without
+   waiting for its backoff: its failures were the dependency's.
+5. Backoff: the delay after the n-th restart inside `give_up_window` is
+   backoff_initial * backoff_factor**(n-1), capped at backoff_max, +-jitter. The
+   exponent comes from the restarts in the window, not from a counter reset on recovery,
+   so a flapping service (up for a moment, down again) still backs off further.
+6. `give_up_after` restarts inside the window and it needs another: give up. No more
+   restarts until `manual_reset` (aistack restart SERVICE), `reload_reset` (config
+   reload), or the service recovering by itself. Recovery keeps the window's restarts:
+   failing again inside the window gives up again at once, so a service that flaps
+   through systemd's own restarts earns no fresh round of ours.
+
+Open WebUI only Wants= its backends (units/open-webui.container): it stays up and says
+a backend is down, so it waits for nothing and is never restarted for a backend's sake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ..config import Duration, format_duration
+from ..stack.render import SERVICES
+
+Status = Literal["ok", "backing-off", "gave-up", "waiting-for-dependency"]
+ActionKind = Literal["restart", "reset-failed", "give-up"]
+# Low-cardinality reason codes, for aistack_heal_actions_total{service,action,reason}.
+ReasonCode = Literal[
+    "unhealthy", "failed", "inactive", "probe", "dependency-recovered", "start-limit"
+]
+
+SERVICE_ORDER: tuple[str, ...] = tuple(s.name for s in SERVICES)
+# Hard dependencies only: the units' Requires= (litellm.container). Wants= is not one.
+DEPENDENCIES: Mapping[str, tuple[str, ...]] = {"litellm": ("postgres",)}
+_SYSTEMD_BUSY_STATES = ("activating", "deactivating", "reloading")
+
+
+@dataclass(frozen=True)
+class HealPolicyConfig:
+    """The policy's knobs; durations in seconds (config.Duration, written 30s, 5m)."""
+
+    enabled: bool = True
+    unhealthy_grace: Duration = 30.0
+    probe_failures: int = 3
+    backoff_initial: Duration = 5.0
+    backoff_max: Duration = 300.0
+    backoff_factor: float = 2.0
+    jitter: float = 0.2  # ratio: each delay is scaled by a random factor in [0.8, 1.2]
+    give_up_after: int = 5  # restarts ...
+    give_up_window: Duration = 1800.0  # ... within this window
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, message) per inconsistent value, the way agent/config.py reports them."""
+        out: list[tuple[str, str]] = []
+        if self.probe_failures < 1:
+            out.append(("probe_failures", f"must be at least 1, got {self.probe_failures}"))
+        if self.give_up_after < 1:
+            out.append(("give_up_after", f"must be at least 1, got {self.give_up_after}"))
+        if self.backoff_initial <= 0:
+            out.append(("backoff_initial", "must be longer than 0s"))
+        if self.backoff_max < self.backoff_initial:
+            out.append(("backoff_max", "must not be shorter than backoff_initial"))
+        if self.backoff_factor < 1:
+            out.append(("backoff_factor", f"must be at least 1, got {self.backoff_factor}"))
+        if not 0 <= self.jitter < 1:
+            out.append(("jitter", f"must be a ratio in [0, 1), got {self.jitter}"))
+        return out
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One service as observed now (stack watcher: systemd unit + container + probe)."""
+
+    active_state: str
+    sub_state: str = ""
+    result: str = ""  # the unit's Result: success, exit-code, start-limit-hit, ...
+    health: str = "unknown"  # healthy | unhealthy | starting | unknown (no healthcheck)
+    probe_failures: int = 0  # the agent's own probe: failures in a row
+    should_run: bool = True  # enabled in the config and not stopped on purpose
+
+
+@dataclass(frozen=True)
+class ServiceHealState:
+    """What the policy remembers about one service between rounds and agent restarts.
+
+    Timestamps are wall-clock seconds since the epoch, so they survive a reboot.
+    """
+
+    status: Status = "ok"
+    waiting_for: tuple[str, ...] = ()  # the dependencies it waits for
+    restarts: tuple[float, ...] = ()  # our restarts inside give_up_window, oldest first
+    next_attempt: float = 0.0  # no restart before this time
+    reason: str = ""  # the last decision, for a person
+    unhealthy_since: float | None = None  # when its health check started failing
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something the caller does (or, for give-up, records): log `reason`, count
+    aistack_heal_actions_total{service, action, reason=code}, run it."""
+
+    service: str
+    action: ActionKind  # reset-failed: `systemctl reset-failed` then restart
+    code: ReasonCode
+    reason: str
+
+    @property
+    def unit(self) -> str:
+        return f"{self.service}.service"
+
+
+@dataclass(frozen=True)
+class _Problem:
+    code: ReasonCode
+    text: str
+
+
+@dataclass
+class _Round:
+    """What this round learnt about services already decided (their dependents ask)."""
+
+    down: dict[str, str] = field(default_factory=dict)  # service -> why it is down
+
+
+def decide(
+    config: HealPolicyConfig,
+    observations: Mapping[str, Observation],
+    state: Mapping[str, ServiceHealState],
+    now: float,
+    rng: Callable[[], float],
+) -> tuple[list[Action], dict[str, ServiceHealState]]:
+    """One round: the actions to take, in dependency order, and the new state.
+
+    Services in `state` but not observed (disabled, say) keep their state untouched.
+    """
+    new_state = dict(state)
+    actions: list[Action] = []
+    if not config.enabled:
+        return actions, new_state
+    known = [s for s in SERVICE_ORDER if s in observations]
+    others = sorted(set(observations) - set(SERVICE_ORDER))
+    round_ = _Round()
+    for name in known + others:
+        action, new_state[name] = _decide_one(
+            config, name, observations[name], state.get(name, ServiceHealState()),
+            now, rng, round_,
+        )  # fmt: skip
+        if action is not None:
+            actions.append(action)
+    return actions, new_state
+
+
+def manual_reset(
+    state: Mapping[str, ServiceHealState], service: str
+) -> dict[str, ServiceHealState]:
+    """`aistack restart SERVICE`: a person took over; forget its give-up and its count."""
+    new_state = dict(state)
+    new_state[service] = ServiceHealState(reason="reset by a manual restart")
+    return new_state
+
+
+def reload_reset(state: Mapping[str, ServiceHealState]) -> dict[str, ServiceHealState]:
+    """A config reload may have fixed what made us give up: every service starts afresh."""
+    return {name: ServiceHealState(reason="reset by a config reload") for name in state}
+
+
+def _decide_one(
+    config: HealPolicyConfig,
+    name: str,
+    obs: Observation,
+    prev: ServiceHealState,
+    now: float,
+    rng: Callable[[], float],
+    round_: _Round,
+) -> tuple[Action | None, ServiceHealState]:
+    window_start = now - config.give_up_window
+    # A clock stepped backwards must not leave a backoff longer than the cap.
+    st = replace(
+        prev,
+        restarts=tuple(t for t in prev.restarts if t > window_start),
+        next_attempt=min(prev.next_attempt, now + config.backoff_max),
+    )
+    if not obs.should_run:
+        return None, replace(
+            st, status="ok", waiting_for=(), unhealthy_since=None, reason="not meant to run"
+        )
+    if obs.sub_state == "auto-restart" or obs.active_state in _SYSTEMD_BUSY_STATES:
+        round_.down[name] = f"systemd is restarting it ({obs.active_state}/{obs.sub_state})"
+        return None, replace(st, reason=f"{round_.down[name]}; waiting for systemd")
+
+    unhealthy_since = st.unhealthy_since if obs.health == "unhealthy" else None
+    if obs.health == "unhealthy" and unhealthy_since is None:
+        unhealthy_since = now
+    st = replace(st, unhealthy_since=unhealthy_since)
+    problem = _problem(config, name, obs, unhealthy_since, now)
+    failing = problem is not None or unhealthy_since is not None or obs.probe_failures > 0
+    if problem is not None or obs.health == "starting" or unhealthy_since is not None:
+        round_.down[name] = problem.text if problem else f"health {obs.health}"
+
+    if not failing:
+        if st.status == "gave-up":
+            reason = "recovered by itself; healing resumes"
+        elif st.status == "waiting-for-dependency":
+            reason = "recovered with its dependencies"
+        else:
+            reason = "healthy" if obs.health == "healthy" else f"{obs.active_state}/{obs.sub_state}"
+        return None, replace(st, status="ok", waiting_for=(), reason=reason)
+    if st.status == "gave-up":
+        return None, st  # until a manual restart, a reload, or recovery
+    deps_down = [d for d in DEPENDENCIES.get(name, ()) if d in round_.down]
+    waiting = st.status == "waiting-for-dependency"
+    if problem is None and (deps_down or not waiting):
+        return None, st  # unhealthy within its grace, or probes failing below the threshold
+    if problem is None:  # its dependencies are back and it still fails, if less than before
+        if unhealthy_since is not None:
+            problem = _Problem("unhealthy", "health check failing")
+        else:
+            problem = _Problem("probe", f"probe failed {obs.probe_failures} times in a row")
+    if deps_down:
+        why = "; ".join(f"{d}: {round_.down[d]}" for d in deps_down)
+        return None, replace(
+            st,
+            status="waiting-for-dependency",
+            waiting_for=tuple(deps_down),
+            reason=f"{problem.text}; not restarting while a dependency is down ({why})",
+        )
+    start_limited = problem.code == "start-limit"
+    if waiting:  # its failures were the dependency's: no backoff
+        recovered = ", ".join(st.waiting_for)
+        problem = _Problem(
+            "dependency-recovered", f"{problem.text}, still after {recovered} recovered"
+        )
+    elif now < st.next_attempt:
+        return None, replace(
+            st,
+            status="backing-off",
+            reason=f"{problem.text}; backing off, next restart no sooner than in "
+            f"{format_duration(round(st.next_attempt - now))}",
+        )
+
+    window = format_duration(config.give_up_window)
+    if len(st.restarts) >= config.give_up_after:
+        reason = (
+            f"{problem.text}; gave up after {len(st.restarts)} restarts within {window}: "
+            f"see journalctl -u {name}.service, fix the cause, then run "
+            f"`aistack restart {name}` (or reload the config)"
+        )
+        return Action(name, "give-up", problem.code, reason), replace(
+            st, status="gave-up", reason=reason
+        )
+
+    restarts = (*st.restarts, now)
+    delay = _backoff(config, len(restarts), rng)
+    kind: ActionKind = "reset-failed" if start_limited else "restart"
+    verb = "reset-failed and restart" if kind == "reset-failed" else "restart"
+    reason = (
+        f"{problem.text}; {verb} ({len(restarts)} of {config.give_up_after} within {window}, "
+        f"next no sooner than in {format_duration(round(delay))})"
+    )
+    return Action(name, kind, problem.code, reason), ServiceHealState(
+        status="backing-off", restarts=restarts, next_attempt=now + delay, reason=reason
+    )
+
+
+def _problem(
+    config: HealPolicyConfig,
+    name: str,
+    obs: Observation,
+    unhealthy_since: float | None,
+    now: float,
+) -> _Problem | None:
+    """What is wrong enough to act on, or None (a grace or a threshold not reached yet)."""
+    unit = f"{name}.service"
+    if obs.result == "start-limit-hit" and obs.active_state in ("failed", "inactive"):
+        return _Problem(
+            "start-limit", f"systemd stopped {unit} at its start limit (start-limit-hit)"
+        )
+    if obs.active_state == "failed":
+        return _Problem("failed", f"{unit} failed ({obs.result or 'no result'})")
+    if obs.active_state == "inactive":
+        return _Problem("inactive", f"{unit} is inactive but should run")
+    if obs.active_state != "active":
+        return None
+    if unhealthy_since is not None and now - unhealthy_since >= config.unhealthy_grace:
+        return _Problem(
+            "unhealthy",
+            f"health check failing for {format_duration(round(now - unhealthy_since))} "
+            f"(grace {format_duration(config.unhealthy_grace)})",
+        )
+    if obs.probe_failures >= config.probe_failures:
+        return _Problem("probe", f"probe failed {obs.probe_failures} times in a row")
+    return None
+
+
+def _backoff(config: HealPolicyConfig, restarts: int, rng: Callable[[], float]) -> float:
+    """The delay after the `restarts`-th restart in the window: exponential, jittered,
+    capped (the cap holds after jitter, so backoff_max is a promise)."""
+    base = config.backoff_initial * config.backoff_factor ** min(max(restarts - 1, 0), 64)
+    jittered = min(base, config.backoff_max) * (1 + config.jitter * (2 * rng() - 1))
+    return max(0.0, min(jittered, config.backoff_max))

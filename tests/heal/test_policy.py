@@ -1,0 +1,431 @@
+"""The healing policy, scenario by scenario, in simulated time (no clock, no systemd)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from agent.heal import state as heal_state
+from agent.heal.policy import (
+    Action,
+    HealPolicyConfig,
+    Observation,
+    ReasonCode,
+    ServiceHealState,
+    decide,
+    manual_reset,
+    reload_reset,
+)
+
+OK = Observation("active", "running", "success", "healthy")
+NO_CHECK = Observation("active", "running", "success", "unknown")
+STARTING = Observation("active", "running", "success", "starting")
+UNHEALTHY = Observation("active", "running", "success", "unhealthy")
+FAILED = Observation("failed", "failed", "exit-code")
+INACTIVE = Observation("inactive", "dead", "success")
+AUTO_RESTART = Observation("activating", "auto-restart", "exit-code")
+ACTIVATING = Observation("activating", "start", "success")
+START_LIMIT = Observation("failed", "failed", "start-limit-hit")
+ALL_OK = {"postgres": OK, "ollama": OK, "litellm": OK, "open-webui": OK}
+
+
+def probe(failures: int) -> Observation:
+    return Observation("active", "running", "success", "healthy", probe_failures=failures)
+
+
+@dataclass
+class Sim:
+    """The agent's loop, with simulated time: observe, decide, keep the state."""
+
+    config: HealPolicyConfig = field(default_factory=HealPolicyConfig)
+    now: float = 1_000_000.0
+    rng: Callable[[], float] = lambda: 0.5  # no jitter: delays are exact
+    state: dict[str, ServiceHealState] = field(default_factory=dict)
+    log: list[tuple[float, Action]] = field(default_factory=list)
+
+    def step(
+        self, observations: Mapping[str, Observation], at: float | None = None
+    ) -> list[Action]:
+        if at is not None:
+            self.now = at
+        actions, self.state = decide(self.config, observations, self.state, self.now, self.rng)
+        self.log.extend((self.now, a) for a in actions)
+        return actions
+
+    def run(
+        self, observations: Mapping[str, Observation], until: float, every: float = 1.0
+    ) -> None:
+        while self.now < until:
+            self.now += every
+            self.step(observations)
+
+    def times(self, service: str, action: str = "restart") -> list[float]:
+        return [t - T0 for t, a in self.log if a.service == service and a.action == action]
+
+    def st(self, service: str) -> ServiceHealState:
+        return self.state[service]
+
+
+T0 = 1_000_000.0
+
+
+def labels(actions: list[Action]) -> list[tuple[str, str, str]]:
+    return [(a.service, a.action, a.code) for a in actions]
+
+
+def test_all_healthy_nothing_to_do() -> None:
+    sim = Sim()
+    assert sim.step(ALL_OK) == []
+    assert {st.status for st in sim.state.values()} == {"ok"}
+
+
+def test_failed_service_restarted_with_an_actionable_reason() -> None:
+    sim = Sim()
+    [action] = sim.step({**ALL_OK, "ollama": FAILED})
+    assert (action.service, action.action, action.code) == ("ollama", "restart", "failed")
+    assert action.unit == "ollama.service"
+    assert "ollama.service failed (exit-code)" in action.reason
+    assert "1 of 5 within 30m" in action.reason
+    assert sim.st("ollama").status == "backing-off"
+    assert sim.st("ollama").restarts == (T0,)
+
+
+def test_inactive_restarted_only_when_it_should_run() -> None:
+    sim = Sim()
+    assert labels(sim.step({"ollama": INACTIVE})) == [("ollama", "restart", "inactive")]
+    sim = Sim()
+    stopped = Observation("inactive", "dead", "success", should_run=False)
+    assert sim.step({"ollama": stopped}) == []
+    assert sim.st("ollama").reason == "not meant to run"
+
+
+def test_unhealthy_within_grace_no_action_beyond_grace_restart() -> None:
+    sim = Sim()
+    assert sim.step({"ollama": UNHEALTHY}) == []
+    assert sim.st("ollama").unhealthy_since == T0
+    assert sim.step({"ollama": UNHEALTHY}, at=T0 + 29) == []
+    [action] = sim.step({"ollama": UNHEALTHY}, at=T0 + 30)
+    assert (action.action, action.code) == ("restart", "unhealthy")
+    assert "health check failing for 30s (grace 30s)" in action.reason
+    assert sim.st("ollama").unhealthy_since is None  # the grace starts again after a restart
+
+
+def test_health_recovering_within_grace_resets_the_grace() -> None:
+    sim = Sim()
+    sim.step({"ollama": UNHEALTHY})
+    sim.step({"ollama": OK}, at=T0 + 20)
+    assert sim.st("ollama").unhealthy_since is None
+    assert sim.step({"ollama": UNHEALTHY}, at=T0 + 40) == []
+    assert sim.step({"ollama": UNHEALTHY}, at=T0 + 69) == []
+    assert labels(sim.step({"ollama": UNHEALTHY}, at=T0 + 70)) == [
+        ("ollama", "restart", "unhealthy")
+    ]
+
+
+def test_probe_failures_n_minus_one_waits_n_restarts() -> None:
+    sim = Sim()
+    assert sim.step({"litellm": probe(2)}) == []
+    [action] = sim.step({"litellm": probe(3)}, at=T0 + 10)
+    assert (action.action, action.code) == ("restart", "probe")
+    assert "probe failed 3 times in a row" in action.reason
+
+
+@pytest.mark.parametrize("busy", [AUTO_RESTART, ACTIVATING, Observation("deactivating", "stop")])
+def test_systemd_already_restarting_we_wait(busy: Observation) -> None:
+    sim = Sim()
+    sim.run({"ollama": busy}, until=T0 + 600)
+    assert sim.log == []
+    assert "waiting for systemd" in sim.st("ollama").reason
+    assert sim.st("ollama").restarts == ()
+
+
+def test_start_limit_hit_reset_failed_then_restart() -> None:
+    sim = Sim()
+    [action] = sim.step({"postgres": START_LIMIT})
+    assert (action.action, action.code) == ("reset-failed", "start-limit")
+    assert "start-limit-hit" in action.reason
+    assert "reset-failed and restart" in action.reason
+
+
+def test_exponential_backoff_then_give_up_after_m_in_w() -> None:
+    sim = Sim()
+    sim.step({"ollama": FAILED})
+    sim.run({"ollama": FAILED}, until=T0 + 400)
+    # delays 5, 10, 20, 40 between the five restarts; the sixth is refused 80s later
+    assert sim.times("ollama") == [0, 5, 15, 35, 75]
+    assert sim.times("ollama", "give-up") == [155]
+    st = sim.st("ollama")
+    assert st.status == "gave-up"
+    assert "gave up after 5 restarts within 30m" in st.reason
+    assert "aistack restart ollama" in st.reason
+    assert "journalctl -u ollama.service" in st.reason
+
+
+def test_backing_off_state_says_when_the_next_attempt_is() -> None:
+    sim = Sim()
+    sim.step({"ollama": FAILED})
+    sim.step({"ollama": FAILED}, at=T0 + 2)
+    st = sim.st("ollama")
+    assert st.status == "backing-off"
+    assert st.next_attempt == T0 + 5
+    assert "next restart no sooner than in 3s" in st.reason
+
+
+def test_flapping_service_still_backs_off_and_gives_up() -> None:
+    """Up for a moment after each restart, then down again: recovery between restarts
+    does not reset the backoff, the restarts in the window count."""
+    sim = Sim()
+    for _ in range(60):
+        sim.step({"ollama": FAILED})
+        sim.now += 1
+        sim.step({"ollama": ACTIVATING})
+        sim.now += 1
+        sim.step({"ollama": OK})
+        sim.now += 1
+    restarts = sim.times("ollama")
+    assert len(restarts) == 5
+    gaps = [b - a for a, b in pairwise(restarts)]
+    assert gaps == sorted(gaps) and gaps[-1] >= 40
+    # each time it fails again it is given up on again: its restarts are still in the window
+    assert sim.times("ollama", "give-up")[0] > restarts[-1]
+    assert sim.st("ollama").status == "ok"  # it is up right now
+
+
+def test_gave_up_no_more_restarts_even_after_the_window() -> None:
+    sim = Sim()
+    sim.run({"ollama": FAILED}, until=T0 + 200)
+    assert sim.st("ollama").status == "gave-up"
+    before = len(sim.log)
+    sim.run({"ollama": FAILED}, until=T0 + 4 * 3600, every=60)
+    assert len(sim.log) == before  # no restart, and give-up is reported once
+    assert sim.st("ollama").status == "gave-up"
+
+
+def test_manual_restart_resets_gave_up() -> None:
+    sim = Sim()
+    sim.run({"ollama": FAILED}, until=T0 + 200)
+    sim.state = manual_reset(sim.state, "ollama")
+    assert sim.st("ollama") == ServiceHealState(reason="reset by a manual restart")
+    assert labels(sim.step({"ollama": FAILED})) == [("ollama", "restart", "failed")]
+
+
+def test_reload_resets_every_service() -> None:
+    sim = Sim()
+    sim.run({"ollama": FAILED, "postgres": FAILED}, until=T0 + 200)
+    assert {sim.st("ollama").status, sim.st("postgres").status} == {"gave-up"}
+    sim.state = reload_reset(sim.state)
+    assert {st.status for st in sim.state.values()} == {"ok"}
+    assert labels(sim.step({"ollama": FAILED, "postgres": FAILED})) == [
+        ("postgres", "restart", "failed"),
+        ("ollama", "restart", "failed"),
+    ]
+
+
+def test_recovering_by_itself_clears_gave_up() -> None:
+    sim = Sim()
+    sim.run({"ollama": FAILED}, until=T0 + 200)
+    sim.step({"ollama": OK}, at=T0 + 300)
+    st = sim.st("ollama")
+    assert st.status == "ok" and "recovered by itself" in st.reason
+    # its restarts stay in the window: failing again at once means giving up at once...
+    assert labels(sim.step({"ollama": FAILED}, at=T0 + 400)) == [("ollama", "give-up", "failed")]
+    # ...but once they have slid out, healing works again
+    sim.step({"ollama": OK}, at=T0 + 500)
+    assert labels(sim.step({"ollama": FAILED}, at=T0 + 2000)) == [("ollama", "restart", "failed")]
+
+
+def test_window_slides_old_restarts_fall_out() -> None:
+    sim = Sim()
+    for i in range(10):  # a failure every 20 minutes: at most 2 restarts in 30m
+        sim.step({"ollama": FAILED}, at=T0 + i * 1200)
+        sim.step({"ollama": OK}, at=T0 + i * 1200 + 60)
+        assert len(sim.st("ollama").restarts) <= 2
+    assert len(sim.times("ollama")) == 10
+    assert sim.times("ollama", "give-up") == []
+    assert sim.st("ollama").restarts == (T0 + 8 * 1200, T0 + 9 * 1200)  # 20m ago: still in
+
+
+@pytest.mark.parametrize(("draw", "delay"), [(0.0, 4.0), (0.25, 4.5), (0.5, 5.0), (1.0, 6.0)])
+def test_jitter_bounds(draw: float, delay: float) -> None:
+    sim = Sim(rng=lambda: draw)
+    sim.step({"ollama": FAILED})
+    assert sim.st("ollama").next_attempt - T0 == pytest.approx(delay)
+
+
+def test_jitter_stays_within_ratio_for_any_draw() -> None:
+    import random
+
+    rng = random.Random(7)
+    config = HealPolicyConfig()
+    for _ in range(200):
+        _, state = decide(config, {"ollama": FAILED}, {}, T0, rng.random)
+        assert 4.0 <= state["ollama"].next_attempt - T0 <= 6.0
+
+
+def test_backoff_capped_even_with_jitter() -> None:
+    config = HealPolicyConfig(give_up_after=50, give_up_window=86400.0)
+    sim = Sim(config=config, rng=lambda: 1.0)  # the largest jitter
+    sim.step({"ollama": FAILED})
+    delays = []
+    for _ in range(20):
+        sim.step({"ollama": FAILED}, at=sim.st("ollama").next_attempt)
+        delays.append(sim.st("ollama").next_attempt - sim.now)
+    assert max(delays) == config.backoff_max
+    assert delays[-5:] == [300.0] * 5
+    assert "next no sooner than in 5m" in sim.st("ollama").reason
+
+
+def test_dependency_down_dependent_waits() -> None:
+    sim = Sim()
+    actions = sim.step({**ALL_OK, "postgres": FAILED, "litellm": FAILED})
+    assert labels(actions) == [("postgres", "restart", "failed")]
+    st = sim.st("litellm")
+    assert st.status == "waiting-for-dependency"
+    assert st.waiting_for == ("postgres",)
+    assert "postgres: postgres.service failed (exit-code)" in st.reason
+    assert st.restarts == ()
+    # while postgres is restarting (systemd's or ours) litellm keeps waiting
+    sim.run({**ALL_OK, "postgres": ACTIVATING, "litellm": FAILED}, until=T0 + 60)
+    sim.run({**ALL_OK, "postgres": STARTING, "litellm": FAILED}, until=T0 + 120)
+    assert sim.times("litellm") == []
+    assert sim.st("litellm").waiting_for == ("postgres",)
+
+
+def test_dependency_recovers_then_failing_dependent_restarted_at_once() -> None:
+    sim = Sim()
+    sim.step({"litellm": FAILED, "postgres": OK})  # restarted at T0, backoff until T0+5
+    sim.step({"litellm": FAILED, "postgres": FAILED}, at=T0 + 1)
+    assert sim.st("litellm").status == "waiting-for-dependency"
+    [action] = sim.step({"litellm": FAILED, "postgres": OK}, at=T0 + 2)  # inside the backoff
+    assert (action.service, action.action, action.code) == (
+        "litellm",
+        "restart",
+        "dependency-recovered",
+    )
+    assert "still after postgres recovered" in action.reason
+
+
+def test_dependency_recovers_dependent_probe_still_failing_restarted() -> None:
+    """LiteLLM after PostgreSQL: its probe still fails, even below the threshold."""
+    sim = Sim()
+    sim.step({"postgres": FAILED, "litellm": probe(3)})
+    assert sim.st("litellm").status == "waiting-for-dependency"
+    actions = sim.step({"postgres": OK, "litellm": probe(1)}, at=T0 + 30)
+    assert labels(actions) == [("litellm", "restart", "dependency-recovered")]
+
+
+def test_dependency_recovers_dependent_fine_no_restart() -> None:
+    sim = Sim()
+    sim.step({"postgres": FAILED, "litellm": FAILED})
+    assert sim.step({"postgres": NO_CHECK, "litellm": OK}, at=T0 + 30) == []
+    assert sim.st("litellm").status == "ok"
+
+
+def test_open_webui_does_not_wait_for_its_backends() -> None:
+    sim = Sim()
+    actions = sim.step({**ALL_OK, "ollama": FAILED, "litellm": FAILED, "open-webui": FAILED})
+    assert labels(actions) == [
+        ("ollama", "restart", "failed"),
+        ("litellm", "restart", "failed"),
+        ("open-webui", "restart", "failed"),
+    ]
+
+
+def test_dependency_not_deployed_does_not_block() -> None:
+    sim = Sim()
+    assert labels(sim.step({"litellm": FAILED})) == [("litellm", "restart", "failed")]
+
+
+def test_actions_in_dependency_order_unknown_services_last() -> None:
+    sim = Sim()
+    observed = {"zz-extra": FAILED, "open-webui": FAILED, "ollama": FAILED, "postgres": FAILED}
+    assert [a.service for a in sim.step(observed)] == [
+        "postgres",
+        "ollama",
+        "open-webui",
+        "zz-extra",
+    ]
+
+
+def test_agent_restart_mid_backoff_continues_the_backoff(tmp_path: Path) -> None:
+    path = tmp_path / "heal-state.json"
+    sim = Sim()
+    sim.step({"ollama": FAILED})
+    sim.step({"ollama": FAILED}, at=T0 + 5)  # second restart: next attempt at T0+15
+    heal_state.save(path, sim.state)
+
+    restarted = Sim(state=heal_state.load(path).states)  # a new agent process
+    assert restarted.step({"ollama": FAILED}, at=T0 + 8) == []  # no immediate restart
+    assert restarted.st("ollama").status == "backing-off"
+    assert restarted.step({"ollama": FAILED}, at=T0 + 14) == []
+    assert labels(restarted.step({"ollama": FAILED}, at=T0 + 15)) == [
+        ("ollama", "restart", "failed")
+    ]
+    assert restarted.st("ollama").restarts == (T0, T0 + 5, T0 + 15)
+    assert "3 of 5" in restarted.log[0][1].reason
+
+
+def test_gave_up_survives_an_agent_restart(tmp_path: Path) -> None:
+    path = tmp_path / "heal-state.json"
+    sim = Sim()
+    sim.run({"ollama": FAILED}, until=T0 + 200)
+    heal_state.save(path, sim.state)
+    restarted = Sim(state=heal_state.load(path).states, now=sim.now)
+    restarted.run({"ollama": FAILED}, until=T0 + 3600, every=30)
+    assert restarted.log == []
+    assert restarted.st("ollama").status == "gave-up"
+
+
+def test_clock_stepped_back_does_not_stretch_the_backoff() -> None:
+    sim = Sim()
+    sim.step({"ollama": FAILED})
+    sim.step({"ollama": FAILED}, at=T0 - 86400)  # the clock went back a day
+    assert sim.st("ollama").next_attempt <= T0 - 86400 + 300
+
+
+def test_disabled_policy_does_nothing() -> None:
+    sim = Sim(config=HealPolicyConfig(enabled=False))
+    assert sim.step({"ollama": FAILED}) == []
+
+
+def test_reason_codes_are_the_low_cardinality_set() -> None:
+    sim = Sim()
+    sim.run(
+        {"postgres": START_LIMIT, "ollama": UNHEALTHY, "litellm": probe(5), "open-webui": INACTIVE},
+        until=T0 + 3600,
+    )
+    codes = {a.code for _, a in sim.log}
+    assert codes <= set(get_args(ReasonCode))
+    assert {a.action for _, a in sim.log} == {"restart", "reset-failed", "give-up"}
+
+
+def test_start_limited_dependent_still_reset_failed_after_dependency_recovers() -> None:
+    sim = Sim()
+    sim.step({"postgres": FAILED, "litellm": START_LIMIT})
+    assert sim.st("litellm").status == "waiting-for-dependency"
+    actions = sim.step({"postgres": OK, "litellm": START_LIMIT}, at=T0 + 10)
+    assert labels(actions) == [("litellm", "reset-failed", "dependency-recovered")]
+
+
+def test_dependency_meant_to_be_off_does_not_block() -> None:
+    sim = Sim()
+    off = Observation("inactive", "dead", "success", should_run=False)
+    assert labels(sim.step({"postgres": off, "litellm": FAILED})) == [
+        ("litellm", "restart", "failed")
+    ]
+
+
+def test_config_defaults_are_consistent_and_mistakes_named() -> None:
+    assert HealPolicyConfig().problems() == []
+    bad = HealPolicyConfig(probe_failures=0, backoff_max=1.0, jitter=1.5, backoff_factor=0.5)
+    assert [key for key, _ in bad.problems()] == [
+        "probe_failures",
+        "backoff_max",
+        "backoff_factor",
+        "jitter",
+    ]
