@@ -13,7 +13,7 @@ help:
 	@echo "make test       all tests: lint (ruff, mypy --strict), unit tests, e2e testbed suite"
 	@echo "make test-unit  unit tests only (no root, no testbed)"
 	@echo "make test-e2e   the e2e suite in the systemd + Podman testbed (root)"
-	@echo "make bench      API latency and RSS benchmark"
+	@echo "make bench      API latency and RSS; kill -9 detection latency in the testbed (root)"
 	@echo "make demo       boot the testbed, install and start the agent, show its /status"
 	@echo "make demo-down  stop the demo testbed"
 	@echo "make deb rpm    build dist/aistack_*.deb and dist/aistack-*.rpm (nfpm)"
@@ -21,13 +21,14 @@ help:
 # Debian packages: pystemd builds against libsystemd; promtool lints /metrics;
 # debootstrap + systemd-nspawn run the testbed; lintian, rpmlint, rpm, shellcheck check
 # the packages; systemd (for systemd-analyze) scores the unit's hardening; postgresql is
-# the real server the backup tests dump and restore.
+# the real server the backup tests dump and restore; dbus-daemon runs the private bus
+# the systemd-signal tests talk to.
 deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
 	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd \
-	  postgresql
+	  postgresql dbus-daemon
 
 $(STAMP): pyproject.toml constraints-debian13.txt
 	$(PY) -m venv $(VENV)
@@ -54,6 +55,7 @@ test: lint test-unit test-e2e
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/detection.py
 
 demo: $(STAMP)
 	$(BIN)/python -m tests.e2e.demo up

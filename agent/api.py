@@ -50,6 +50,8 @@ class ApiContext:
     reload: Callable[[], Awaitable[ReloadResult]]
     backups: BackupControl | None = None
     stack: StackControl | None = None
+    # /status's HTTP status when the overall state is failed (api.failed_status_code).
+    failed_status: Callable[[], int] = lambda: 503
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -114,7 +116,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
-    return json_response(status_document(context.info, context.store.latest()))
+    doc = status_document(context.info, context.store.latest())
+    code = context.failed_status() if doc["state"] == "failed" else 200
+    return json_response(doc, status=code)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ from .config import (
     render_yaml,
     resolve_path,
 )
+from .doctor import register as register_doctor
 from .stack.cli import register as register_render
 from .tabular import table
 
@@ -58,8 +59,13 @@ def _load(args: argparse.Namespace) -> tuple[AgentConfig, Path]:
 
 
 def _fetch(url: str, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.load(response)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 and exc.headers.get_content_type() == "application/json":
+            return json.load(exc)  # /status answers 503 when failed: still the document
+        raise
 
 
 def _age(seconds: float) -> str:
@@ -88,11 +94,13 @@ def render_status(doc: dict[str, Any]) -> str:
     lines += ["", table(rows), ""]
     services = doc.get("services") or {}
     if services:
-        rows = [["SERVICE", "STATE", "HEALTH", "RESTARTS", "DETAIL"]]
+        rows = [["SERVICE", "STATE", "HEALTH", "HEAL", "RESTARTS", "DETAIL"]]
         for name, svc in services.items():
             state = f"{svc['active_state']}/{svc['sub_state']}"
-            detail = svc["last_error"] or ", ".join(svc["ports"]) or "-"
-            rows.append([name, state, svc["health"], str(svc["restarts"]), detail])
+            detail = svc.get("reason") or svc["last_error"] or ", ".join(svc["ports"]) or "-"
+            heal = (svc.get("heal") or {}).get("state", "-")
+            restarts = f"{svc['restarts']}+{(svc.get('heal') or {}).get('restarts', 0)}"
+            rows.append([name, state, svc["health"], heal, restarts, detail])
         lines += [table(rows), ""]
     else:
         lines.append("services: none (the stack is disabled, or not read yet)")
@@ -187,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_import_compose(sub)
     register_render(sub)
     register_backup(sub)
+    register_doctor(sub)
     return parser
 
 

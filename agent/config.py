@@ -136,7 +136,7 @@ class Secret(str):
         return f"Secret({self.REDACTED!r})"
 
 
-def _limits(low: int | None = None, high: int | None = None) -> dict[str, Any]:
+def _limits(low: float | None = None, high: float | None = None) -> dict[str, Any]:
     return {"min": low, "max": high}
 
 
@@ -153,6 +153,9 @@ class ApiConfig:
     port: int = field(default=9200, metadata=_limits(1, 65535))
     token_file: Path = Path("/etc/aistack/api-token")
     max_body_size: ByteSize = 1 << 20
+    # /status answers this when the overall state is failed (a service given up), so
+    # `curl -f localhost:9200/status` is a check; 200 turns that off.
+    failed_status_code: int = field(default=503, metadata=_limits(200, 599))
 
     def problems(self) -> list[tuple[str, str]]:
         try:
@@ -349,6 +352,40 @@ class BackupConfig:
         return out
 
 
+@dataclass(frozen=True)
+class HealConfig:
+    """Auto-healing of the stack's services (agent/heal/policy.py says how it decides)."""
+
+    enabled: bool = True
+    # How long a failing container health check is tolerated before the agent restarts.
+    unhealthy_grace: Duration = 30.0
+    # The agent's own service probes (agent/stack/probes.py): how often, how long each.
+    probe_interval: Duration = 30.0
+    probe_timeout: Duration = 5.0
+    probe_failures: int = field(default=3, metadata=_limits(1, 1000))
+    backoff_initial: Duration = 5.0
+    backoff_max: Duration = 300.0
+    backoff_factor: float = field(default=2.0, metadata=_limits(1, 100))
+    # Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    jitter: float = field(default=0.2, metadata=_limits(0, 0.99))
+    give_up_after: int = field(default=5, metadata=_limits(1, 1000))  # restarts ...
+    give_up_window: Duration = 1800.0  # ... within this window
+    state_file: Path = Path("/var/lib/aistack/heal-state.json")
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if self.backoff_initial <= 0:
+            out.append(("backoff_initial", "must be longer than 0s"))
+        if self.backoff_max < self.backoff_initial:
+            out.append(("backoff_max", "must not be shorter than heal.backoff_initial"))
+        for key in ("probe_interval", "probe_timeout", "give_up_window"):
+            if getattr(self, key) <= 0:
+                out.append((key, "must be longer than 0s"))
+        if 0 < self.probe_interval <= self.probe_timeout:
+            out.append(("probe_timeout", "must be shorter than heal.probe_interval"))
+        return out
+
+
 EnvMap = tuple[tuple[str, str], ...]  # a YAML mapping of environment variables, in order
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOST_PORT = re.compile(r"(?P<addr>\[[0-9a-fA-F:]+\]|[0-9.]+):(?P<port>[0-9]{1,5})")
@@ -481,6 +518,7 @@ class AgentConfig:
     watch: WatchConfig = field(default_factory=WatchConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     backups: BackupConfig = field(default_factory=BackupConfig)
+    heal: HealConfig = field(default_factory=HealConfig)
     stack: StackConfig = field(default_factory=StackConfig)
 
 
@@ -557,6 +595,13 @@ def _convert(
         if not isinstance(value, bool):
             raise _Invalid(f"must be true or false (got {_describe(value)})")
         return value
+    if hint is float:  # ratios and factors; YAML ints are accepted (2 means 2.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise _Invalid(f"must be a number (got {_describe(value)})")
+        low, high = meta.get("min"), meta.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise _Invalid(f"must be between {low} and {high} (got {value})")
+        return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Invalid(f"must be a whole number (got {_describe(value)})")

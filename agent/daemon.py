@@ -29,6 +29,8 @@ from . import __version__, notify
 from .api import ApiContext, ReloadResult, create_app
 from .backup.scheduler import BackupService
 from .config import EX_CONFIG, AgentConfig, ConfigError, load_config, resolve_path
+from .heal.healer import Healer
+from .heal.probing import ProbeWatcher
 from .log import setup_logging
 from .metrics import build_registry
 from .snapshot import SnapshotStore
@@ -37,6 +39,8 @@ from .stack.watcher import StackWatcher
 from .status import AgentInfo, summary
 from .token import TokenError, ensure_token
 from .watchers import ALL_WATCHERS, Watcher
+from .watchers.events import ContainerEvent, PodmanEventStream
+from .watchers.unit_signals import UnitSignals
 
 EX_OK = 0
 EX_UNAVAILABLE = 69  # the API address cannot be bound
@@ -59,12 +63,33 @@ class Agent:
         self.info = AgentInfo(config_path=str(config_path))
         self.store = SnapshotStore()
         self.stack_watcher = StackWatcher(self.store, config.watch)
+        self.probe_watcher = ProbeWatcher(self.store, config.watch)
         self.watchers: list[Watcher] = [
             *(w(self.store, config.watch) for w in ALL_WATCHERS),
             self.stack_watcher,
+            self.probe_watcher,
         ]
         for watcher in self.watchers:
             watcher.configure(config)
+        self.stack_control = StackControl(
+            lambda: self.config,
+            self.stack_watcher.wake,
+            lambda service: self.healer.manual_reset(service),
+        )
+        self.healer = Healer(
+            self.store,
+            config,
+            restarted=lambda service: self.probe_watcher.wake(),
+            hold=lambda: self.stack_control.busy,
+        )
+        # Event sources: they only wake watchers, which then look for themselves; the
+        # periodic polls stay the reconcile that makes a lost event harmless.
+        self.events = PodmanEventStream(
+            config.watch.podman_socket, self._on_container_event, self._on_events_state
+        )
+        self.signals = UnitSignals(
+            self.stack_watcher.units, self.stack_watcher.on_unit_change, self._on_signals_state
+        )
         self.registry = build_registry(self.info, self.store.latest)
         self.backups = BackupService(self.store, config.backups, config.watch)
         self._token = ""
@@ -79,6 +104,27 @@ class Agent:
         api = self.config.api
         host = f"[{api.listen}]" if ":" in api.listen else api.listen
         return f"{host}:{api.port}"
+
+    def _watcher(self, source: str) -> Watcher | None:
+        return next((w for w in self.watchers if w.source == source), None)
+
+    def _on_container_event(self, event: ContainerEvent) -> None:
+        changed = self.stack_watcher.on_container_event(event)
+        if changed and event.action == "health_status" and event.health == "healthy":
+            self.probe_watcher.wake()  # a service just came up: probe it now, not in 30s
+
+    def _on_events_state(self, connected: bool, reason: str | None) -> None:
+        """The event stream dropping is the first sign of Podman going away: look now."""
+        log.info("podman event stream", connected=connected, reason=reason)
+        for source in ("podman", "stack"):
+            if (watcher := self._watcher(source)) is not None:
+                watcher.reconfigure(watcher.config)  # wakes it
+
+    def _on_signals_state(self, connected: bool, reason: str | None) -> None:
+        log.info("systemd signal subscription", connected=connected, reason=reason)
+        for source in ("systemd", "stack"):
+            if (watcher := self._watcher(source)) is not None:
+                watcher.reconfigure(watcher.config)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -104,8 +150,12 @@ class Agent:
             for watcher in self.watchers:
                 self._spawn(watcher.run(), f"watch.{watcher.source}")
             self._spawn(self.backups.run(), "backups")  # scheduler + its own watcher
+            self._spawn(self.events.run(), "events.podman")
+            self._spawn(self.signals.run(), "events.systemd")
+            self._spawn(self.healer.run(), "heal")
             first = await self.store.wait_for(
-                [*(w.source for w in self.watchers), "backups"],
+                # Not the probes: they may take probe_timeout; READY must not wait on them.
+                [*(w.source for w in self.watchers if w is not self.probe_watcher), "backups"],
                 within=self.config.watch.timeout + 1.0,
             )
             if not first:
@@ -117,7 +167,8 @@ class Agent:
                 lambda: self._token,
                 self.reload,
                 self.backups,
-                StackControl(lambda: self.config, self.stack_watcher.wake),
+                self.stack_control,
+                failed_status=lambda: self.config.api.failed_status_code,
             )
             app = create_app(context, max_body_size=self.config.api.max_body_size)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
@@ -207,11 +258,15 @@ class Agent:
                 self._site = site
             if new.api.max_body_size != old.api.max_body_size:
                 log.warning("api.max_body_size takes effect at the next restart")
+            if new.watch.podman_socket != old.watch.podman_socket:
+                log.warning("the event stream follows watch.podman_socket at the next restart")
             self.config, self._token = new, token
             setup_logging(new.logging.level, new.logging.format)
             for watcher in self.watchers:
                 watcher.configure(new)
             self.backups.reconfigure(new.backups, new.watch)
+            self.healer.configure(new, reloaded=True)
+            self.signals.refresh()  # services enabled or disabled: match their units
             log.info("configuration reloaded", config=path, listen=self.listen)
             notify.ready(summary(self.store.latest(), self.listen))
             return ReloadResult(True, path)

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from .backup.metrics import BackupCollector
 from .gpu.metrics import GpuMetricsCollector
+from .heal.metrics import HealCollector
 from .snapshot import SourceSnapshot, SourceState
 from .stack.metrics import ServiceCollector
 from .status import AgentInfo
@@ -73,4 +74,5 @@ def build_registry(
     registry.register(GpuMetricsCollector(snapshots))
     registry.register(BackupCollector(snapshots))
     registry.register(ServiceCollector(snapshots))
+    registry.register(HealCollector(snapshots))
     return registry

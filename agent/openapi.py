@@ -63,12 +63,13 @@ def openapi_document(version: str) -> dict[str, Any]:
             "started_at": {"type": "string", "format": "date-time"},
             "uptime_seconds": {"type": "number"},
             "config_path": {"type": "string"},
-            "state": {"enum": ["ok", "degraded"]},
+            "state": {"enum": ["ok", "degraded", "failed"]},
             "state_reasons": {"type": "array", "items": {"type": "string"}},
             "sources": {"type": "object", "additionalProperties": source},
             "services": {"type": "object"},
             "gpus": {"type": "array", "items": {"type": "object"}},
             "backups": {"$ref": "#/components/schemas/BackupStatus"},
+            "heal": {"type": ["object", "null"]},
         },
     }
     return {
@@ -89,7 +90,14 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/status": {
                 "get": {
                     "summary": "Everything the agent knows, from its latest snapshots.",
-                    "responses": {"200": _json({"$ref": "#/components/schemas/Status"}, "Status.")},
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Status"}, "ok or degraded."),
+                        "503": _json(
+                            {"$ref": "#/components/schemas/Status"},
+                            "failed: the agent gave up healing a service "
+                            "(the code is api.failed_status_code).",
+                        ),
+                    },
                 }
             },
             "/metrics": {

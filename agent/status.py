@@ -21,7 +21,10 @@ from .snapshot import SourceSnapshot, SourceState, thaw
 SCHEMA_VERSION = 1
 # Without these the stack cannot run; the GPU is optional (CPU inference works).
 REQUIRED_SOURCES = ("podman", "systemd")
-OWN_SECTIONS = ("backups", "stack")  # snapshots shown as `backups` and `services`
+# Snapshots of the agent's own work, shown in their sections (`services` merges the
+# stack, probes and heal snapshots), not under `sources`.
+OWN_SECTIONS = ("backups", "stack", "probes", "heal")
+STATES = ("ok", "degraded", "failed")
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,16 @@ def _iso(ts: float) -> str:
 
 
 def overall(snapshots: Mapping[str, SourceSnapshot]) -> tuple[str, list[str]]:
-    """`ok` when every required source is ok, else `degraded` with one reason each."""
+    """`ok` when every required source is ok; `failed` when the agent gave up healing a
+    service (a person must act); else `degraded`, with one reason each."""
     reasons = []
+    gave_up = []
+    heal = snapshots.get("heal")
+    if heal is not None:
+        for name, svc in heal.data.get("services", {}).items():
+            if svc["state"] == "gave-up":
+                gave_up.append(name)
+                reasons.append(f"{name}: {svc['reason']}")
     for name in REQUIRED_SOURCES:
         snap = snapshots.get(name)
         if snap is None:
@@ -53,7 +64,37 @@ def overall(snapshots: Mapping[str, SourceSnapshot]) -> tuple[str, list[str]]:
     stack = snapshots.get("stack")
     if stack is not None and stack.state is SourceState.DEGRADED:
         reasons.append(f"services: {stack.reason}")
+    probes = snapshots.get("probes")
+    if probes is not None and probes.state is not SourceState.OK:
+        reasons.append(f"probes: {probes.reason}")
+    if heal is not None and heal.data.get("paused") and heal.data.get("enabled"):
+        reasons.append(f"heal: {heal.data['paused']}")
+    if gave_up:
+        return "failed", reasons
     return ("ok" if not reasons else "degraded"), reasons
+
+
+def services_section(snapshots: Mapping[str, SourceSnapshot]) -> dict[str, Any]:
+    """Per service: the stack watcher's view, its probe results and its heal state, and
+    one `reason` line saying what is wrong (null when nothing is)."""
+    stack, probes, heal = (snapshots.get(s) for s in ("stack", "probes", "heal"))
+    services: dict[str, Any] = thaw(stack.data.get("services", {})) if stack is not None else {}
+    probe_data = thaw(probes.data.get("services", {})) if probes is not None else {}
+    heal_data = thaw(heal.data.get("services", {})) if heal is not None else {}
+    for name, svc in services.items():
+        probe = probe_data.get(name)
+        healing = heal_data.get(name)
+        svc["probe"] = probe
+        svc["heal"] = healing
+        reason = svc.get("last_error")
+        if reason is None and probe is not None and not probe["ok"]:
+            reason = probe["reason"]
+        if healing is not None and healing["state"] in ("gave-up", "waiting-for-dependency"):
+            reason = healing["reason"]
+        elif reason is not None and healing is not None and healing["state"] == "backing-off":
+            reason = f"{reason}; {healing['reason']}"
+        svc["reason"] = reason
+    return services
 
 
 def status_document(
@@ -62,7 +103,6 @@ def status_document(
     now = time.monotonic() if now_monotonic is None else now_monotonic
     state, reasons = overall(snapshots)
     gpu = snapshots.get("gpu")
-    stack = snapshots.get("stack")
     return {
         "schema_version": SCHEMA_VERSION,
         "version": info.version,
@@ -83,10 +123,19 @@ def status_document(
             for name, snap in sorted(snapshots.items())
             if name not in OWN_SECTIONS  # not external systems: their own sections below
         },
-        "services": thaw(stack.data.get("services", {})) if stack is not None else {},
+        "services": services_section(snapshots),
         "gpus": thaw(gpu.data.get("gpus", ())) if gpu is not None else [],
         "backups": backups_section(snapshots.get("backups")),
+        "heal": _heal_section(snapshots.get("heal")),
     }
+
+
+def _heal_section(heal: SourceSnapshot | None) -> dict[str, Any] | None:
+    """The healer as a whole: on or off, paused (and why), what it did lately."""
+    if heal is None:
+        return None
+    data = thaw(heal.data)
+    return {k: data.get(k) for k in ("enabled", "paused", "actions", "recent", "warnings")}
 
 
 def summary(snapshots: Mapping[str, SourceSnapshot], listen: str) -> str:

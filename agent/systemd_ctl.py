@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import select
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -55,6 +56,7 @@ class UnitState:
     main_pid: int
     active_enter_timestamp: float | None  # seconds since the epoch; None: never active
     unit_file_state: str
+    job_id: int = 0  # a queued or running job (start, stop, restart...); 0: none
 
     @classmethod
     def from_properties(
@@ -72,7 +74,15 @@ class UnitState:
             main_pid=int(typed.get(b"MainPID") or 0),
             active_enter_timestamp=entered / 1e6 if entered else None,
             unit_file_state=_text(unit.get(b"UnitFileState")),
+            job_id=_job_id(unit.get(b"Job")),
         )
+
+
+def _job_id(value: Any) -> int:
+    """The Unit's Job property is (id, object path); (0, "/") when there is none."""
+    if isinstance(value, list | tuple) and value and isinstance(value[0], int):
+        return value[0]
+    return 0
 
 
 def _text(value: Any) -> str:
@@ -211,7 +221,9 @@ def _job(action: str, method: bytes, unit: str, timeout: float) -> JobOutcome:
                 # process() dispatches one message (ours runs on_job_removed); when none
                 # was queued, block until the next one arrives or the slice ends
                 if bus.process().is_empty() and job not in removed:
-                    bus.wait(int(min(left, _WAIT_SLICE_S) * 1e6))
+                    # select(), not bus.wait(): pystemd's wait keeps the GIL, which
+                    # would freeze the agent's event loop for each slice of a long job
+                    select.select([bus.get_fd()], [], [], min(left, _WAIT_SLICE_S))
         state = _read_state(bus, unit)
     return JobOutcome(
         unit, action, removed.get(job, "timeout"), state.active_state, state.sub_state

@@ -146,3 +146,29 @@ async def test_reconfigure_polls_at_once() -> None:
     assert first is not None and second is not None
     assert second.taken_monotonic > first.taken_monotonic
     assert watcher.config.interval == 30.0
+
+
+class _WokenWhilePolling(Watcher):
+    """Its first poll is interrupted by a wake-up (an event arriving mid-poll)."""
+
+    source = "woken"
+    polls = 0
+
+    async def poll(self):  # type: ignore[no-untyped-def]
+        self.polls += 1
+        if self.polls == 1:
+            self._wake.set()  # e.g. systemd's JobRemoved while D-Bus is being read
+            await asyncio.sleep(0.05)
+        return SourceState.OK, None, {"poll": self.polls}
+
+
+async def test_a_wake_up_during_a_poll_causes_another_poll() -> None:
+    """Seen in the testbed: the snapshot kept a unit's job from the middle of a restart
+    for a whole interval because the wake-up arrived during the poll and was cleared."""
+    store = SnapshotStore()
+    watcher = _WokenWhilePolling(store, _config(interval=60.0, timeout=1.0))
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    snap = store.get("woken")
+    assert snap is not None and snap.data["poll"] == 2

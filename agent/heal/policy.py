@@ -10,7 +10,8 @@ Decisions, per service, in dependency order (postgres before litellm, ...):
 1. Not meant to run: nothing to heal.
 2. systemd is already restarting it (sub_state auto-restart, or activating/deactivating):
    wait. Restarting on top of systemd's own restart would fight it.
-3. A problem: failed (start-limit-hit: `reset-failed` first, or the restart is refused),
+3. A problem: failed (`reset-failed` first: it also resets systemd's start limit, or the
+   restart is refused),
    inactive, unhealthy for longer than `unhealthy_grace`, or `probe_failures` failed
    probes in a row.
 4. A hard dependency (systemd Requires=) is down: wait, `waiting-for: postgres`;
@@ -37,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from ..config import Duration, format_duration
+from ..config import HealConfig, format_duration
 from ..stack.render import SERVICES
 
 Status = Literal["ok", "backing-off", "gave-up", "waiting-for-dependency"]
@@ -51,38 +52,14 @@ SERVICE_ORDER: tuple[str, ...] = tuple(s.name for s in SERVICES)
 # Hard dependencies only: the units' Requires= (litellm.container). Wants= is not one.
 DEPENDENCIES: Mapping[str, tuple[str, ...]] = {"litellm": ("postgres",)}
 _SYSTEMD_BUSY_STATES = ("activating", "deactivating", "reloading")
+# A dependent systemd stopped with its dependency is started by the agent only if it is
+# still stopped this long after the dependency is back: systemd's own restart of the
+# dependency starts it too, and the two must not race (seen in the testbed).
+DEPENDENT_SETTLE = 5.0
 
 
-@dataclass(frozen=True)
-class HealPolicyConfig:
-    """The policy's knobs; durations in seconds (config.Duration, written 30s, 5m)."""
-
-    enabled: bool = True
-    unhealthy_grace: Duration = 30.0
-    probe_failures: int = 3
-    backoff_initial: Duration = 5.0
-    backoff_max: Duration = 300.0
-    backoff_factor: float = 2.0
-    jitter: float = 0.2  # ratio: each delay is scaled by a random factor in [0.8, 1.2]
-    give_up_after: int = 5  # restarts ...
-    give_up_window: Duration = 1800.0  # ... within this window
-
-    def problems(self) -> list[tuple[str, str]]:
-        """(key, message) per inconsistent value, the way agent/config.py reports them."""
-        out: list[tuple[str, str]] = []
-        if self.probe_failures < 1:
-            out.append(("probe_failures", f"must be at least 1, got {self.probe_failures}"))
-        if self.give_up_after < 1:
-            out.append(("give_up_after", f"must be at least 1, got {self.give_up_after}"))
-        if self.backoff_initial <= 0:
-            out.append(("backoff_initial", "must be longer than 0s"))
-        if self.backoff_max < self.backoff_initial:
-            out.append(("backoff_max", "must not be shorter than backoff_initial"))
-        if self.backoff_factor < 1:
-            out.append(("backoff_factor", f"must be at least 1, got {self.backoff_factor}"))
-        if not 0 <= self.jitter < 1:
-            out.append(("jitter", f"must be a ratio in [0, 1), got {self.jitter}"))
-        return out
+# The knobs live in the config schema (agent.yaml's `heal:` section); durations in seconds.
+HealPolicyConfig = HealConfig
 
 
 @dataclass(frozen=True)
@@ -173,7 +150,7 @@ def manual_reset(
 ) -> dict[str, ServiceHealState]:
     """`aistack restart SERVICE`: a person took over; forget its give-up and its count."""
     new_state = dict(state)
-    new_state[service] = ServiceHealState(reason="reset by a manual restart")
+    new_state[service] = ServiceHealState(reason="reset by a manual start, stop or restart")
     return new_state
 
 
@@ -199,9 +176,38 @@ def _decide_one(
         next_attempt=min(prev.next_attempt, now + config.backoff_max),
     )
     if not obs.should_run:
-        return None, replace(
-            st, status="ok", waiting_for=(), unhealthy_since=None, reason="not meant to run"
-        )
+        # A clean stop is a person's decision, except when systemd stopped the service
+        # because a hard dependency failed (Requires=): it then stays stopped after the
+        # dependency is back (a restart of the dependency only restarts running
+        # dependents), so the policy remembers it (waiting-for-dependency) and starts it.
+        deps_down = [d for d in DEPENDENCIES.get(name, ()) if d in round_.down]
+        stopped = obs.active_state == "inactive"
+        if stopped and deps_down:
+            round_.down[name] = f"stopped with {', '.join(deps_down)}"
+            return None, replace(
+                st,
+                status="waiting-for-dependency",
+                waiting_for=tuple(deps_down),
+                unhealthy_since=None,
+                reason=f"stopped by systemd with {', '.join(deps_down)} (Requires=); "
+                "started again once it is back",
+            )
+        if not (stopped and st.status == "waiting-for-dependency"):
+            return None, replace(
+                st, status="ok", waiting_for=(), unhealthy_since=None, reason="not meant to run"
+            )
+        if st.waiting_for:  # just back: systemd may be about to start it itself
+            back = ", ".join(st.waiting_for)
+            return None, replace(
+                st,
+                waiting_for=(),
+                next_attempt=now + DEPENDENT_SETTLE,
+                reason=f"{back} is back; starting it in {format_duration(DEPENDENT_SETTLE)} "
+                "unless systemd does",
+            )
+        if now < st.next_attempt:
+            return None, st
+        obs = replace(obs, should_run=True)  # still stopped: start it (below)
     if obs.sub_state == "auto-restart" or obs.active_state in _SYSTEMD_BUSY_STATES:
         round_.down[name] = f"systemd is restarting it ({obs.active_state}/{obs.sub_state})"
         return None, replace(st, reason=f"{round_.down[name]}; waiting for systemd")
@@ -242,7 +248,11 @@ def _decide_one(
             waiting_for=tuple(deps_down),
             reason=f"{problem.text}; not restarting while a dependency is down ({why})",
         )
-    start_limited = problem.code == "start-limit"
+    # A failed unit gets reset-failed before its restart: besides clearing `failed`, it
+    # resets systemd's start-limit counter, without which systemd refuses the restart
+    # ("Start request repeated too quickly"). systemd 257 leaves Result at the first
+    # failure's (exit-code) when the limit is hit, so Result alone cannot tell.
+    start_limited = obs.active_state == "failed"
     if waiting:  # its failures were the dependency's: no backoff
         recovered = ", ".join(st.waiting_for)
         problem = _Problem(

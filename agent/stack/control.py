@@ -38,10 +38,23 @@ class ServiceResult:
 
 
 class StackControl:
-    def __init__(self, config: Callable[[], AgentConfig], changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: Callable[[], AgentConfig],
+        changed: Callable[[], None],
+        taken_over: Callable[[str], None] = lambda service: None,
+    ) -> None:
         self._config = config
         self._changed = changed  # wakes the stack watcher after an action
+        # A person started, stopped or restarted a service: the healer starts afresh.
+        self._taken_over = taken_over
         self._lock = asyncio.Lock()
+
+    @property
+    def busy(self) -> bool:
+        """An apply, update, secret rotation or service action is running: the healer
+        holds off, so it neither races the person's action nor restarts on top of it."""
+        return self._lock.locked()
 
     async def apply(self, purge_data: bool = False) -> ApplyReport:
         if self._lock.locked():
@@ -99,6 +112,7 @@ class StackControl:
         job = {"start": systemd_ctl.start, "stop": systemd_ctl.stop,
                "restart": systemd_ctl.restart}[action]  # fmt: skip
         timeout = STOP_TIMEOUT if action == "stop" else START_TIMEOUT
+        self._taken_over(name)  # the healer forgets a give-up or a wait for a dependency
         async with self._lock:
             try:
                 outcome = await asyncio.to_thread(job, unit_of(name), timeout)

@@ -1,13 +1,22 @@
 """The stack's services as systemd and Podman see them: one snapshot, `services` in /status.
 
 Per enabled service: the unit's ActiveState/SubState/Result/NRestarts (D-Bus) and the
-container's id, image, health and start time (the Podman API). Health is the container's
-healthcheck status (`healthy`, `unhealthy`, `starting`), `unknown` without a container.
+container's id, state, image, health and start time (the Podman API). Health is the
+container's healthcheck status (`healthy`, `unhealthy`, `starting`), `unknown` without
+a container.
+
+Event-driven: the libpod event stream (a container died, started, changed health) and
+systemd's PropertiesChanged/JobRemoved signals wake the watcher at once, so /status
+follows a kill -9 within milliseconds; the periodic poll (watch.interval) is the
+reconcile that catches whatever a dropped stream missed. Container stats (a slow call)
+are sampled on the periodic poll only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +25,11 @@ from .. import podman_api, systemd_ctl
 from ..config import AgentConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceState
 from ..watchers.base import SourceUnavailable, Watcher
+from ..watchers.events import ContainerEvent
 from .render import SERVICES
+
+# What a transition is: these fields changing (not memory, CPU or the restart count).
+_TRANSITION_FIELDS = ("active_state", "sub_state", "health", "container_state", "container_id")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -39,43 +52,67 @@ def _cpu_seconds(stats: dict[str, Any] | None) -> float | None:
     return round(nano / 1e9, 3) if isinstance(nano, int | float) else None
 
 
-def read_services(stack: StackConfig, socket: Path) -> dict[str, Any]:
+def read_services(
+    stack: StackConfig, socket: Path, stats: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every enabled service now; `stats` given: reuse that sample instead of taking one."""
     enabled = [s for s in SERVICES if getattr(stack, s.config_key).enabled]
     states = systemd_ctl.unit_states(f"{s.name}.service" for s in enabled)
     running = [s.name for s in enabled if states[f"{s.name}.service"].active_state == "active"]
-    try:
-        stats = podman_api.container_stats(socket, running)
-    except podman_api.PodmanApiError:
-        stats = {}
+    podman_ok = True
+    if stats is None:
+        try:
+            stats = podman_api.container_stats(socket, running)
+        except podman_api.PodmanApiError:
+            stats = {}
     services: dict[str, Any] = {}
     for spec in enabled:
         unit = f"{spec.name}.service"
         st = states[unit]
-        try:
-            inspect = podman_api.container_inspect(socket, spec.name)
-        except podman_api.PodmanApiError:
-            inspect = None
+        inspect = None
+        if podman_ok:
+            try:
+                inspect = podman_api.container_inspect(socket, spec.name)
+            except podman_api.PodmanApiError:
+                podman_ok = False  # the socket is down: the other inspects would fail too
         state = (inspect or {}).get("State") or {}
         health = _health(inspect)
+        if inspect is not None:
+            container_state = str(state.get("Status") or "unknown")
+        else:
+            container_state = "absent" if podman_ok else "unknown"
         error = None
         if st.load_state == "not-found":
             error = "not installed: run aistack up"
         elif st.active_state == "failed":
             error = f"unit failed ({st.result}); see journalctl -u {unit}"
+        elif st.job_id and st.active_state == "inactive":
+            error = "waiting for its queued start job"
+        elif st.sub_state == "auto-restart":
+            error = f"exited ({st.result}); systemd restarts it"
+        elif st.active_state in ("activating", "deactivating", "reloading"):
+            after = f" after {st.result}" if st.result not in ("", "success") else ""
+            error = f"{st.active_state} ({st.sub_state}{after})"
+        elif st.active_state == "active" and podman_ok and container_state != "running":
+            error = f"container {container_state}"
         elif health == "unhealthy":
             error = "health check failing"
         services[spec.name] = {
             "unit": unit,
             "active_state": st.active_state,
             "sub_state": st.sub_state,
+            "result": st.result,
+            "pending_job": bool(st.job_id),  # systemd has a job queued for it: it acts
             "health": health,
+            "container_state": container_state,
+            "oom_killed": bool(state.get("OOMKilled")) if inspect else None,
             "container_id": (inspect or {}).get("Id"),
             "image": (inspect or {}).get("ImageName") or (inspect or {}).get("Image"),
             "image_digest": (inspect or {}).get("ImageDigest"),
             "started_at": state.get("StartedAt") if inspect else _iso(st.active_enter_timestamp),
             "restarts": st.n_restarts,
-            "memory_bytes": (stats.get(spec.name) or {}).get("MemUsage"),
-            "cpu_seconds": _cpu_seconds(stats.get(spec.name)),
+            "memory_bytes": (stats.get(spec.name) or {}).get("MemUsage") if inspect else None,
+            "cpu_seconds": _cpu_seconds(stats.get(spec.name)) if inspect else None,
             "ports": [p for p in getattr(stack, spec.config_key).ports],
             "last_error": error,
         }
@@ -85,9 +122,24 @@ def read_services(stack: StackConfig, socket: Path) -> dict[str, Any]:
 class StackWatcher(Watcher):
     source = "stack"
 
-    def __init__(self, store: SnapshotStore, config: WatchConfig) -> None:
+    def __init__(
+        self,
+        store: SnapshotStore,
+        config: WatchConfig,
+        clock: Any = time.time,
+        monotonic: Any = time.monotonic,
+    ) -> None:
         super().__init__(store, config)
         self.stack = StackConfig()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._stats: dict[str, Any] = {}
+        self._stats_at = float("-inf")
+        # service -> (container id, health): a new container's first health is news even
+        # when the old container's last one was the same word
+        self._health_seen: dict[str, tuple[str | None, str | None]] = {}
+        self._last_event: dict[str, dict[str, Any]] = {}
+        self._transitions: dict[str, tuple[tuple[Any, ...], float]] = {}
 
     def configure(self, config: AgentConfig) -> None:
         self.stack = config.stack
@@ -96,11 +148,65 @@ class StackWatcher(Watcher):
     def wake(self) -> None:
         self._wake.set()
 
+    def services(self) -> frozenset[str]:
+        return frozenset(s.name for s in SERVICES if getattr(self.stack, s.config_key).enabled)
+
+    def units(self) -> frozenset[str]:
+        return frozenset(f"{name}.service" for name in self.services())
+
+    def on_container_event(self, event: ContainerEvent) -> bool:
+        """From the libpod event stream: remember it, and look again now when it may
+        change a service's state (health_status repeats every check: only a change).
+        True when it did (the caller may wake the probes too)."""
+        if event.name not in self.services():
+            return False
+        if event.action == "health_status":
+            seen = (event.id, event.health)
+            if self._health_seen.get(event.name) == seen:
+                return False
+            self._health_seen[event.name] = seen
+        elif event.action.startswith("exec"):
+            return False  # our own probes' execs: not a state change
+        self._last_event[event.name] = {
+            "action": event.action,
+            "at": _iso(event.time_nano / 1e9),
+            "exit_code": event.exit_code,
+            "health": event.health,
+        }
+        self._wake.set()
+        return True
+
+    def on_unit_change(self, unit: str) -> None:
+        """From systemd's PropertiesChanged/JobRemoved signals."""
+        if unit in self.units():
+            self._wake.set()
+
     async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
+        fresh = self._monotonic() - self._stats_at < self.config.interval * 0.9
         try:
-            services = await asyncio.to_thread(read_services, self.stack, self.config.podman_socket)
+            services = await asyncio.to_thread(
+                read_services, self.stack, self.config.podman_socket,
+                self._stats if fresh else None,
+            )  # fmt: skip
         except systemd_ctl.SystemdError as exc:
             raise SourceUnavailable(str(exc)) from None
+        if not fresh:
+            self._stats_at = self._monotonic()
+            self._stats = {
+                name: {"MemUsage": s["memory_bytes"], "CPUNano": (s["cpu_seconds"] or 0) * 1e9}
+                for name, s in services.items()
+                if s["memory_bytes"] is not None
+            }
+        now = self._clock()
+        for name, svc in services.items():
+            key = tuple(svc[f] for f in _TRANSITION_FIELDS)
+            previous = self._transitions.get(name)
+            if previous is None or previous[0] != key:
+                self._transitions[name] = (key, now)
+            svc["last_transition_at"] = _iso(self._transitions[name][1])
+            svc["last_event"] = self._last_event.get(name)
+            if svc["health"] in ("healthy", "unhealthy", "starting"):
+                self._health_seen[name] = (svc["container_id"], svc["health"])
         down = [n for n, s in services.items() if s["last_error"]]
         if down:
             reason = "; ".join(f"{n}: {services[n]['last_error']}" for n in down)

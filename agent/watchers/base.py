@@ -69,8 +69,11 @@ class Watcher(abc.ABC):
 
     async def run(self) -> None:
         while True:
-            await self.poll_once()
+            # Cleared before the poll, not after: a wake-up that arrives while polling
+            # (a systemd job ending, a container dying) must cause another poll, or the
+            # snapshot keeps the state from the middle of the change (seen in the testbed).
             self._wake.clear()
+            await self.poll_once()
             try:
                 async with asyncio.timeout(self.config.interval):
                     await self._wake.wait()

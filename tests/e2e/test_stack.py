@@ -20,41 +20,21 @@ from tests.e2e.testbed import Guest
 
 pytestmark = pytest.mark.e2e
 
-AGENT = "aistack-agent.service"
-SERVICES = ["postgres", "ollama", "litellm", "open-webui"]
-APT = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q"]
+AGENT = testbed.AGENT_UNIT
+SERVICES = list(testbed.STACK_SERVICES)
 
 
 def _config(images: dict[str, str], postgres: str, ollama_env: str = "") -> str:
-    return (
-        "stack:\n  gpu: none\n"
-        f"  ollama:\n    image: {images['ollama']}\n{ollama_env}"
-        f"  open_webui:\n    image: {images['open-webui']}\n"
-        f"  litellm:\n    image: {images['litellm']}\n"
-        f"  postgres:\n    image: {postgres}\n"
-    )
+    return testbed.stack_config(images, postgres, ollama_extra=ollama_env)
 
 
 @pytest.fixture
 def stack(
     guest: Guest, agent_deb: Path, standin_images: dict[str, str], postgres_image: str
 ) -> Iterator[Guest]:
-    testbed.install_agent_from_deb(guest, agent_deb)
-    guest.write_file("/etc/aistack/agent.yaml", _config(standin_images, postgres_image))
-    guest.run(["systemctl", "start", "podman.socket"], timeout=60)
-    guest.units_of_interest.update([AGENT, *(f"{s}.service" for s in SERVICES)])
-    guest.start(AGENT, timeout=90)
+    testbed.start_stack(guest, agent_deb, _config(standin_images, postgres_image), up=False)
     yield guest
-    guest.run(["aistack", "down"], check=False, timeout=300)
-    # The network and volume units are oneshots that stay "active": stop them too, or a
-    # later test's `podman network prune` leaves them active with no network behind.
-    guest.run(["sh", "-c", "systemctl stop aistack-network.service '*-volume.service'"],
-              check=False, timeout=120)  # fmt: skip
-    guest.run([*APT, "purge", "aistack"], check=False, timeout=120)
-    guest.run(["rm", "-rf", "/var/lib/aistack", "/etc/aistack", "/etc/containers/systemd/aistack"])
-    guest.run(["podman", "secret", "rm", "--all"], check=False)
-    guest.run(["systemctl", "daemon-reload"])
-    guest.run(["systemctl", "stop", "podman.socket"], check=False)
+    testbed.remove_stack(guest)
 
 
 def _up(guest: Guest) -> dict:  # type: ignore[type-arg]

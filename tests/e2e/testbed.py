@@ -37,7 +37,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1174,6 +1174,59 @@ def install_agent_from_deb(guest: Guest, deb: Path) -> str:
         timeout=300,
     )  # fmt: skip
     return str(res.stdout) + str(res.stderr)
+
+
+# --------------------------------------------------------------------------- the stack
+
+AGENT_UNIT = "aistack-agent.service"
+STACK_SERVICES = ("postgres", "ollama", "litellm", "open-webui")
+
+
+def stack_config(
+    images: Mapping[str, str], postgres: str, head: str = "", ollama_extra: str = ""
+) -> str:
+    """agent.yaml for the stack on the stand-ins and the real PostgreSQL 17 image: `head`
+    goes before the stack section (other sections), `ollama_extra` into stack.ollama."""
+    return (
+        head + "stack:\n  gpu: none\n"
+        f"  ollama:\n    image: {images['ollama']}\n{ollama_extra}"
+        f"  open_webui:\n    image: {images['open-webui']}\n"
+        f"  litellm:\n    image: {images['litellm']}\n"
+        f"  postgres:\n    image: {postgres}\n"
+    )
+
+
+def start_stack(guest: Guest, deb: Path, config: str, up: bool = True) -> dict[str, Any] | None:
+    """The agent installed from the deb with `config`, started, and (up=True) the stack
+    applied with `aistack up --json`, whose report is returned."""
+    install_agent_from_deb(guest, deb)
+    guest.write_file("/etc/aistack/agent.yaml", config)
+    guest.run(["systemctl", "start", "podman.socket"], timeout=60)
+    guest.units_of_interest.update([AGENT_UNIT, *(f"{s}.service" for s in STACK_SERVICES)])
+    guest.start(AGENT_UNIT, timeout=90)
+    if not up:
+        return None
+    res = guest.run(["aistack", "up", "--json"], check=False, timeout=900)
+    if res.returncode != 0:
+        raise TestbedError(f"aistack up failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    report: dict[str, Any] = json.loads(res.stdout)
+    return report
+
+
+def remove_stack(guest: Guest, *extra_paths: str) -> None:
+    """Undo start_stack: the stack down, the package purged, its state and secrets gone."""
+    apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q"]
+    guest.run(["aistack", "down"], check=False, timeout=300)
+    # The network and volume units are oneshots that stay "active": stop them too, or a
+    # later test's `podman network prune` leaves them active with no network behind.
+    guest.run(["sh", "-c", "systemctl stop aistack-network.service '*-volume.service'"],
+              check=False, timeout=120)  # fmt: skip
+    guest.run([*apt, "purge", "aistack"], check=False, timeout=120)
+    guest.run(["rm", "-rf", "/var/lib/aistack", "/etc/aistack", "/etc/containers/systemd/aistack",
+               *extra_paths])  # fmt: skip
+    guest.run(["podman", "secret", "rm", "--all"], check=False)
+    guest.run(["systemctl", "daemon-reload"])
+    guest.run(["systemctl", "stop", "podman.socket"], check=False)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -10,6 +10,7 @@ from typing import get_args
 
 import pytest
 
+from agent.config import ConfigError, parse_config
 from agent.heal import state as heal_state
 from agent.heal.policy import (
     Action,
@@ -26,8 +27,10 @@ OK = Observation("active", "running", "success", "healthy")
 NO_CHECK = Observation("active", "running", "success", "unknown")
 STARTING = Observation("active", "running", "success", "starting")
 UNHEALTHY = Observation("active", "running", "success", "unhealthy")
+RESTARTS = ("restart", "reset-failed")
 FAILED = Observation("failed", "failed", "exit-code")
 INACTIVE = Observation("inactive", "dead", "success")
+STOPPED = Observation("inactive", "dead", "success", should_run=False)  # a clean stop
 AUTO_RESTART = Observation("activating", "auto-restart", "exit-code")
 ACTIVATING = Observation("activating", "start", "success")
 START_LIMIT = Observation("failed", "failed", "start-limit-hit")
@@ -64,8 +67,10 @@ class Sim:
             self.now += every
             self.step(observations)
 
-    def times(self, service: str, action: str = "restart") -> list[float]:
-        return [t - T0 for t, a in self.log if a.service == service and a.action == action]
+    def times(self, service: str, actions: tuple[str, ...] = RESTARTS) -> list[float]:
+        """When `service` got one of `actions` (default: a restart, with or without a
+        reset-failed before it), in seconds since T0."""
+        return [t - T0 for t, a in self.log if a.service == service and a.action in actions]
 
     def st(self, service: str) -> ServiceHealState:
         return self.state[service]
@@ -87,7 +92,7 @@ def test_all_healthy_nothing_to_do() -> None:
 def test_failed_service_restarted_with_an_actionable_reason() -> None:
     sim = Sim()
     [action] = sim.step({**ALL_OK, "ollama": FAILED})
-    assert (action.service, action.action, action.code) == ("ollama", "restart", "failed")
+    assert (action.service, action.action, action.code) == ("ollama", "reset-failed", "failed")
     assert action.unit == "ollama.service"
     assert "ollama.service failed (exit-code)" in action.reason
     assert "1 of 5 within 30m" in action.reason
@@ -158,7 +163,7 @@ def test_exponential_backoff_then_give_up_after_m_in_w() -> None:
     sim.run({"ollama": FAILED}, until=T0 + 400)
     # delays 5, 10, 20, 40 between the five restarts; the sixth is refused 80s later
     assert sim.times("ollama") == [0, 5, 15, 35, 75]
-    assert sim.times("ollama", "give-up") == [155]
+    assert sim.times("ollama", ("give-up",)) == [155]
     st = sim.st("ollama")
     assert st.status == "gave-up"
     assert "gave up after 5 restarts within 30m" in st.reason
@@ -192,7 +197,7 @@ def test_flapping_service_still_backs_off_and_gives_up() -> None:
     gaps = [b - a for a, b in pairwise(restarts)]
     assert gaps == sorted(gaps) and gaps[-1] >= 40
     # each time it fails again it is given up on again: its restarts are still in the window
-    assert sim.times("ollama", "give-up")[0] > restarts[-1]
+    assert sim.times("ollama", ("give-up",))[0] > restarts[-1]
     assert sim.st("ollama").status == "ok"  # it is up right now
 
 
@@ -210,8 +215,8 @@ def test_manual_restart_resets_gave_up() -> None:
     sim = Sim()
     sim.run({"ollama": FAILED}, until=T0 + 200)
     sim.state = manual_reset(sim.state, "ollama")
-    assert sim.st("ollama") == ServiceHealState(reason="reset by a manual restart")
-    assert labels(sim.step({"ollama": FAILED})) == [("ollama", "restart", "failed")]
+    assert sim.st("ollama") == ServiceHealState(reason="reset by a manual start, stop or restart")
+    assert labels(sim.step({"ollama": FAILED})) == [("ollama", "reset-failed", "failed")]
 
 
 def test_reload_resets_every_service() -> None:
@@ -221,8 +226,8 @@ def test_reload_resets_every_service() -> None:
     sim.state = reload_reset(sim.state)
     assert {st.status for st in sim.state.values()} == {"ok"}
     assert labels(sim.step({"ollama": FAILED, "postgres": FAILED})) == [
-        ("postgres", "restart", "failed"),
-        ("ollama", "restart", "failed"),
+        ("postgres", "reset-failed", "failed"),
+        ("ollama", "reset-failed", "failed"),
     ]
 
 
@@ -236,7 +241,9 @@ def test_recovering_by_itself_clears_gave_up() -> None:
     assert labels(sim.step({"ollama": FAILED}, at=T0 + 400)) == [("ollama", "give-up", "failed")]
     # ...but once they have slid out, healing works again
     sim.step({"ollama": OK}, at=T0 + 500)
-    assert labels(sim.step({"ollama": FAILED}, at=T0 + 2000)) == [("ollama", "restart", "failed")]
+    assert labels(sim.step({"ollama": FAILED}, at=T0 + 2000)) == [
+        ("ollama", "reset-failed", "failed")
+    ]
 
 
 def test_window_slides_old_restarts_fall_out() -> None:
@@ -246,7 +253,7 @@ def test_window_slides_old_restarts_fall_out() -> None:
         sim.step({"ollama": OK}, at=T0 + i * 1200 + 60)
         assert len(sim.st("ollama").restarts) <= 2
     assert len(sim.times("ollama")) == 10
-    assert sim.times("ollama", "give-up") == []
+    assert sim.times("ollama", ("give-up",)) == []
     assert sim.st("ollama").restarts == (T0 + 8 * 1200, T0 + 9 * 1200)  # 20m ago: still in
 
 
@@ -283,7 +290,7 @@ def test_backoff_capped_even_with_jitter() -> None:
 def test_dependency_down_dependent_waits() -> None:
     sim = Sim()
     actions = sim.step({**ALL_OK, "postgres": FAILED, "litellm": FAILED})
-    assert labels(actions) == [("postgres", "restart", "failed")]
+    assert labels(actions) == [("postgres", "reset-failed", "failed")]
     st = sim.st("litellm")
     assert st.status == "waiting-for-dependency"
     assert st.waiting_for == ("postgres",)
@@ -304,7 +311,7 @@ def test_dependency_recovers_then_failing_dependent_restarted_at_once() -> None:
     [action] = sim.step({"litellm": FAILED, "postgres": OK}, at=T0 + 2)  # inside the backoff
     assert (action.service, action.action, action.code) == (
         "litellm",
-        "restart",
+        "reset-failed",  # it is failed: reset-failed clears systemd's start limit too
         "dependency-recovered",
     )
     assert "still after postgres recovered" in action.reason
@@ -330,15 +337,15 @@ def test_open_webui_does_not_wait_for_its_backends() -> None:
     sim = Sim()
     actions = sim.step({**ALL_OK, "ollama": FAILED, "litellm": FAILED, "open-webui": FAILED})
     assert labels(actions) == [
-        ("ollama", "restart", "failed"),
-        ("litellm", "restart", "failed"),
-        ("open-webui", "restart", "failed"),
+        ("ollama", "reset-failed", "failed"),
+        ("litellm", "reset-failed", "failed"),
+        ("open-webui", "reset-failed", "failed"),
     ]
 
 
 def test_dependency_not_deployed_does_not_block() -> None:
     sim = Sim()
-    assert labels(sim.step({"litellm": FAILED})) == [("litellm", "restart", "failed")]
+    assert labels(sim.step({"litellm": FAILED})) == [("litellm", "reset-failed", "failed")]
 
 
 def test_actions_in_dependency_order_unknown_services_last() -> None:
@@ -364,7 +371,7 @@ def test_agent_restart_mid_backoff_continues_the_backoff(tmp_path: Path) -> None
     assert restarted.st("ollama").status == "backing-off"
     assert restarted.step({"ollama": FAILED}, at=T0 + 14) == []
     assert labels(restarted.step({"ollama": FAILED}, at=T0 + 15)) == [
-        ("ollama", "restart", "failed")
+        ("ollama", "reset-failed", "failed")
     ]
     assert restarted.st("ollama").restarts == (T0, T0 + 5, T0 + 15)
     assert "3 of 5" in restarted.log[0][1].reason
@@ -416,16 +423,58 @@ def test_dependency_meant_to_be_off_does_not_block() -> None:
     sim = Sim()
     off = Observation("inactive", "dead", "success", should_run=False)
     assert labels(sim.step({"postgres": off, "litellm": FAILED})) == [
-        ("litellm", "restart", "failed")
+        ("litellm", "reset-failed", "failed")
     ]
 
 
 def test_config_defaults_are_consistent_and_mistakes_named() -> None:
     assert HealPolicyConfig().problems() == []
-    bad = HealPolicyConfig(probe_failures=0, backoff_max=1.0, jitter=1.5, backoff_factor=0.5)
-    assert [key for key, _ in bad.problems()] == [
-        "probe_failures",
-        "backoff_max",
-        "backoff_factor",
-        "jitter",
-    ]
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            "heal:\n  probe_failures: 0\n  backoff_initial: 10s\n  backoff_max: 1s\n"
+            "  jitter: 1.5\n  backoff_factor: 0.5\n"
+        )
+    keys = [p.split(":")[0] for p in err.value.problems]
+    assert keys == ["heal.probe_failures", "heal.jitter", "heal.backoff_factor"]
+    with pytest.raises(ConfigError) as err:
+        parse_config("heal:\n  backoff_initial: 10s\n  backoff_max: 1s\n")
+    assert err.value.problems == ["heal.backoff_max: must not be shorter than heal.backoff_initial"]
+    assert parse_config("heal:\n  backoff_factor: 3\n  jitter: 0\n").heal.backoff_factor == 3.0
+
+
+def test_dependent_stopped_by_systemd_with_its_dependency_is_started_after_it() -> None:
+    """Seen in the testbed: postgres at its start limit made systemd stop LiteLLM
+    (Requires=); restarting postgres does not start a stopped dependent. The policy
+    remembers why LiteLLM stopped and starts it once postgres is back."""
+    sim = Sim()
+    first = sim.step({"postgres": FAILED, "litellm": STOPPED})
+    assert labels(first) == [("postgres", "reset-failed", "failed")]
+    st = sim.st("litellm")
+    assert st.status == "waiting-for-dependency" and st.waiting_for == ("postgres",)
+    assert "stopped by systemd with postgres" in st.reason
+    assert sim.step({"postgres": ACTIVATING, "litellm": STOPPED}, at=T0 + 1) == []
+    # back: first a moment for systemd, which may start it itself
+    assert sim.step({"postgres": OK, "litellm": STOPPED}, at=T0 + 30) == []
+    assert "postgres is back; starting it in 5s unless systemd does" in sim.st("litellm").reason
+    assert sim.step({"postgres": OK, "litellm": STOPPED}, at=T0 + 33) == []
+    started = sim.step({"postgres": OK, "litellm": STOPPED}, at=T0 + 35)
+    assert labels(started) == [("litellm", "restart", "dependency-recovered")]
+    assert sim.step({"postgres": OK, "litellm": OK}, at=T0 + 60) == []
+    assert sim.st("litellm").status == "ok"
+
+
+def test_dependent_started_by_systemd_meanwhile_is_not_started_again() -> None:
+    sim = Sim()
+    sim.step({"postgres": FAILED, "litellm": STOPPED})
+    assert sim.step({"postgres": OK, "litellm": STOPPED}, at=T0 + 30) == []
+    assert sim.step({"postgres": OK, "litellm": ACTIVATING}, at=T0 + 31) == []
+    assert sim.step({"postgres": OK, "litellm": OK}, at=T0 + 40) == []
+    assert sim.st("litellm").status == "ok" and sim.times("litellm") == []
+
+
+def test_a_clean_stop_of_both_is_left_alone() -> None:
+    """aistack down, systemctl stop postgres: nothing failed, nothing is started again."""
+    sim = Sim()
+    assert sim.step({"postgres": STOPPED, "litellm": STOPPED}) == []
+    assert sim.step({"postgres": STOPPED, "litellm": STOPPED}, at=T0 + 600) == []
+    assert sim.st("litellm").status == "ok"

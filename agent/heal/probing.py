@@ -1,0 +1,97 @@
+"""The probes source: runs the service probes (agent/stack/probes.py) on their own
+interval and counts failures in a row, the number the healing policy acts on.
+
+A failure counts only when it is the service's: not while its unit is starting or
+stopping, not while its container health check is still `starting`, and not when
+Podman itself is unreachable (then nothing can be probed and the source says so).
+A new container (another id) starts its count afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .. import podman_api
+from ..config import AgentConfig, StackConfig, WatchConfig
+from ..snapshot import SnapshotStore, SourceState
+from ..stack.probes import ProbeResult, probe_all
+from ..stack.render import SERVICES
+from ..watchers.base import SourceUnavailable, Watcher
+
+SOURCE = "probes"
+
+
+def _inspect_all(socket: Any, names: list[str]) -> dict[str, Any]:
+    return {name: podman_api.container_inspect(socket, name, timeout=5.0) for name in names}
+
+
+class ProbeWatcher(Watcher):
+    source = SOURCE
+
+    def __init__(self, store: SnapshotStore, config: WatchConfig) -> None:
+        super().__init__(store, config)
+        self.stack = StackConfig()
+        self.probe_timeout = 5.0
+        self._failures: dict[str, tuple[str | None, int]] = {}  # service -> (container id, n)
+
+    def configure(self, config: AgentConfig) -> None:
+        self.stack = config.stack
+        self.probe_timeout = config.heal.probe_timeout
+        # Its own cadence: probes every heal.probe_interval, each bounded by probe_timeout
+        # (plus the exec round trips), the same loop as every watcher.
+        self.reconfigure(
+            WatchConfig(
+                interval=config.heal.probe_interval,
+                timeout=config.heal.probe_timeout * 2 + 2.0,
+                podman_socket=config.watch.podman_socket,
+            )
+        )
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
+        names = [s.name for s in SERVICES if getattr(self.stack, s.config_key).enabled]
+        socket = self.config.podman_socket
+        try:
+            inspects = await asyncio.to_thread(_inspect_all, socket, names)
+        except podman_api.PodmanApiError as exc:
+            raise SourceUnavailable(f"cannot probe: Podman API unreachable ({exc})") from None
+        results = await probe_all(self.stack, socket, self.probe_timeout, inspects)
+        stack = self.store.get("stack")
+        units = stack.data.get("services", {}) if stack is not None else {}
+        services: dict[str, Any] = {}
+        for name in names:
+            result = results.get(name)
+            if result is None:
+                continue
+            services[name] = self._count(name, result, inspects.get(name), units.get(name))
+        failing = [f"{s['reason']}" for s in services.values() if not s["ok"] and s["reason"]]
+        warnings = [w for s in services.values() for w in s["warnings"]]
+        if failing or warnings:
+            return SourceState.DEGRADED, "; ".join([*failing, *warnings]), {"services": services}
+        return SourceState.OK, None, {"services": services}
+
+    def _count(self, name: str, result: ProbeResult, inspect: Any, unit: Any) -> dict[str, Any]:
+        container = (inspect or {}).get("Id")
+        previous_id, failures = self._failures.get(name, (container, 0))
+        if previous_id != container:
+            failures = 0
+        settling = (
+            unit is None or unit.get("active_state") != "active" or unit.get("health") == "starting"
+        )
+        if result.ok:
+            failures = 0
+        elif not settling:
+            failures += 1
+        self._failures[name] = (container, failures)
+        return {
+            "ok": result.ok,
+            "reason": result.reason,
+            "container_id": container,  # the healer ignores a count about another container
+            "failures": failures,
+            "counted": not settling,
+            "warnings": list(result.warnings),
+            "checks": {c.name: c.detail for c in result.checks},
+        }
