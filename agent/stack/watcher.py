@@ -53,14 +53,17 @@ def _cpu_seconds(stats: dict[str, Any] | None) -> float | None:
 
 
 def read_services(
-    stack: StackConfig, socket: Path, stats: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Every enabled service now; `stats` given: reuse that sample instead of taking one."""
+    stack: StackConfig, socket: Path, cached: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Every enabled service now, and whether a stats sample was taken: `cached` (a
+    recent sample) is reused when it covers every running service."""
     enabled = [s for s in SERVICES if getattr(stack, s.config_key).enabled]
     states = systemd_ctl.unit_states(f"{s.name}.service" for s in enabled)
     running = [s.name for s in enabled if states[f"{s.name}.service"].active_state == "active"]
     podman_ok = True
-    if stats is None:
+    sampled = cached is None or any(name not in cached for name in running)
+    stats: Mapping[str, Any] = cached or {}
+    if sampled:
         try:
             stats = podman_api.container_stats(socket, running)
         except podman_api.PodmanApiError:
@@ -116,7 +119,7 @@ def read_services(
             "ports": [p for p in getattr(stack, spec.config_key).ports],
             "last_error": error,
         }
-    return services
+    return services, sampled
 
 
 class StackWatcher(Watcher):
@@ -184,13 +187,13 @@ class StackWatcher(Watcher):
     async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
         fresh = self._monotonic() - self._stats_at < self.config.interval * 0.9
         try:
-            services = await asyncio.to_thread(
+            services, sampled = await asyncio.to_thread(
                 read_services, self.stack, self.config.podman_socket,
                 self._stats if fresh else None,
             )  # fmt: skip
         except systemd_ctl.SystemdError as exc:
             raise SourceUnavailable(str(exc)) from None
-        if not fresh:
+        if sampled:
             self._stats_at = self._monotonic()
             self._stats = {
                 name: {"MemUsage": s["memory_bytes"], "CPUNano": (s["cpu_seconds"] or 0) * 1e9}
