@@ -118,13 +118,13 @@ class Agent:
         log.info("podman event stream", connected=connected, reason=reason)
         for source in ("podman", "stack"):
             if (watcher := self._watcher(source)) is not None:
-                watcher.reconfigure(watcher.config)  # wakes it
+                watcher.wake()
 
     def _on_signals_state(self, connected: bool, reason: str | None) -> None:
         log.info("systemd signal subscription", connected=connected, reason=reason)
         for source in ("systemd", "stack"):
             if (watcher := self._watcher(source)) is not None:
-                watcher.reconfigure(watcher.config)
+                watcher.wake()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -209,9 +209,6 @@ class BackupWatcher(Watcher):
         super().__init__(store, config)
         self.service = service
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
         view = self.service.view()
         if not view.enabled:

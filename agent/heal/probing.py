@@ -48,9 +48,6 @@ class ProbeWatcher(Watcher):
             )
         )
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
         names = [s.name for s in SERVICES if getattr(self.stack, s.config_key).enabled]
         socket = self.config.podman_socket

@@ -148,9 +148,6 @@ class StackWatcher(Watcher):
         self.stack = config.stack
         super().configure(config)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def services(self) -> frozenset[str]:
         return frozenset(s.name for s in SERVICES if getattr(self.stack, s.config_key).enabled)
 

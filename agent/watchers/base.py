@@ -40,6 +40,10 @@ class Watcher(abc.ABC):
         this to read it too."""
         self.reconfigure(config.watch)
 
+    def wake(self) -> None:
+        """Look again now: an event says the external system changed."""
+        self._wake.set()
+
     def reconfigure(self, config: WatchConfig) -> None:
         """Take a reloaded config and poll again at once."""
         self.config = config
