@@ -277,9 +277,9 @@ def parse_unit_list(text: str) -> tuple[str, ...]:
 class BackupConfig:
     """PostgreSQL backups (docs/backups.md): schedule, source, retention, safety floors."""
 
-    # Off until there is a database to back up: with nothing deployed, every run would
-    # fail and keep the agent degraded. Deploying the stack is when to turn it on.
-    enabled: bool = False
+    # auto: on once the stack's PostgreSQL is enabled and applied (agent/backup/
+    # activation.py); before that off, with the reason in /status. true and false force it.
+    enabled: Literal[True, False, "auto"] = "auto"
     schedule: str = "0 3 * * *"
     timezone: str = "local"
     directory: Path = Path("/var/lib/aistack/backups")
@@ -538,6 +538,11 @@ def _describe(value: object) -> str:
         else f"{value!r}"  # fmt: skip
 
 
+def _yaml_scalar(value: object) -> str:
+    """A choice as it is written in agent.yaml: true, not True."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
 def _convert(
     value: object, hint: Any, meta: Mapping[str, Any], path: str, errors: list[str]
 ) -> Any:
@@ -552,10 +557,10 @@ def _convert(
         return _convert(value, base, meta, path, errors)
     if origin is Literal:
         choices = get_args(hint)
-        if value not in choices:
-            raise _Invalid(
-                f"must be one of {', '.join(map(repr, choices))} (got {_describe(value)})"
-            )
+        # By type too: YAML's 1 is not true, and `enabled: 1` must not pass as it.
+        if not any(type(value) is type(c) and value == c for c in choices):
+            named = ", ".join(_yaml_scalar(c) for c in choices)
+            raise _Invalid(f"must be one of {named} (got {_describe(value)})")
         return value
     if hint == EnvMap:  # a YAML mapping NAME: value; scalars become strings
         if value is None:

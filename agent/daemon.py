@@ -73,7 +73,7 @@ class Agent:
             watcher.configure(config)
         self.stack_control = StackControl(
             lambda: self.config,
-            self.stack_watcher.wake,
+            self._stack_changed,
             lambda service: self.healer.manual_reset(service),
         )
         self.healer = Healer(
@@ -91,7 +91,7 @@ class Agent:
             self.stack_watcher.units, self.stack_watcher.on_unit_change, self._on_signals_state
         )
         self.registry = build_registry(self.info, self.store.latest)
-        self.backups = BackupService(self.store, config.backups, config.watch)
+        self.backups = BackupService(self.store, config.backups, config.watch, stack=config.stack)
         self._token = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -107,6 +107,12 @@ class Agent:
 
     def _watcher(self, source: str) -> Watcher | None:
         return next((w for w in self.watchers if w.source == source), None)
+
+    def _stack_changed(self) -> None:
+        """After a person's apply or action: the stack looks now, and backups decide again
+        (`backups.enabled: auto` turns on once the stack's PostgreSQL is applied)."""
+        self.stack_watcher.wake()
+        self.backups.wake()
 
     def _on_container_event(self, event: ContainerEvent) -> None:
         changed = self.stack_watcher.on_container_event(event)
@@ -264,7 +270,7 @@ class Agent:
             setup_logging(new.logging.level, new.logging.format)
             for watcher in self.watchers:
                 watcher.configure(new)
-            self.backups.reconfigure(new.backups, new.watch)
+            self.backups.reconfigure(new.backups, new.watch, new.stack)
             self.healer.configure(new, reloaded=True)
             self.signals.refresh()  # services enabled or disabled: match their units
             log.info("configuration reloaded", config=path, listen=self.listen)

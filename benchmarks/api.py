@@ -3,7 +3,9 @@
 Starts the real daemon (`python -m agent.daemon`) on a free loopback port with a temp
 config, waits for READY, then sends N sequential requests per endpoint over one
 keep-alive connection. Prints p50/p99 in milliseconds, RSS in MB, and each figure as a
-ratio of its target (/metrics p99 <= 5 ms, RSS <= 60 MB; a ratio <= 1.0 meets it).
+ratio of its target (/metrics p99 <= 5 ms, RSS <= 60 MB; a ratio <= 1.0 meets it), with
+the machine's conditions at start and end. Exits 0 whatever the ratios; non-zero only
+when it could not measure (the agent did not start, a request failed).
 
     .venv/bin/python benchmarks/api.py [--requests 2000]
 """
@@ -21,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from conditions import print_conditions
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_METRICS_P99_MS = 5.0
@@ -72,6 +76,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per endpoint")
     args = parser.parse_args()
+    print_conditions("start")
     tmp = Path(tempfile.mkdtemp(prefix="aistack-bench"))
     port = free_port()
     config = tmp / "agent.yaml"
@@ -110,6 +115,7 @@ def main() -> int:
         print(line)
     print(f"  RSS idle {idle:.1f} MB   after load {after:.1f} MB   "
           f"idle/target {idle / TARGET_RSS_MB:.2f} (target {TARGET_RSS_MB:.0f} MB)")  # fmt: skip
+    print_conditions("end")
     return 0
 
 

@@ -11,7 +11,8 @@ pg_database_size), then times, alternating, best of --rounds:
 
 Also shown, not part of the target: a whole run (roles, dump, full-read verification
 with pg_restore, commit) and the baseline followed by an fsync. Targets: agent time <=
-1.10 x baseline, RSS growth <= 20 MB.
+1.10 x baseline, RSS growth <= 20 MB. Printed with the machine's conditions; exits 0
+whatever the ratios, non-zero only when it could not measure.
 
     .venv/bin/python benchmarks/backup.py [--size-mb 1024] [--rounds 2] [--compression gzip]
 """
@@ -28,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from conditions import print_conditions
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.10
@@ -253,6 +256,7 @@ def main() -> int:
     )
     parser.add_argument("--workdir", help="where the server and dumps go (default: /var/tmp)")
     args = parser.parse_args()
+    print_conditions("start")
     root = Path(tempfile.mkdtemp(prefix="aistack-bench-", dir=args.workdir or "/var/tmp"))
     root.chmod(0o755)
     server = Server(root / "pg")
@@ -309,6 +313,7 @@ def main() -> int:
         f"  agent whole run           {min(run):7.2f} s   (roles + dump + full-read verify "
         f"+ commit; {whole['hwm_after'] / 2**20 - whole['rss_before'] / 2**20:.1f} MB RSS growth)"
     )
+    print_conditions("end")
     return 0
 
 

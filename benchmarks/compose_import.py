@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from conditions import print_conditions
+
 from agent.compose.cli import import_compose
 from agent.quadlet import PodmanVersion
 
@@ -101,6 +103,7 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
+    print_conditions("start")
     with tempfile.TemporaryDirectory(prefix="compose-bench-") as tmp:
         files = generate(Path(tmp), args.services)
         times, units = [], 0
@@ -116,6 +119,7 @@ def main() -> int:
         f"median {median * 1000:.0f} ms, slowest {max(times) * 1000:.0f} ms over {args.runs} runs "
         f"(target < {TARGET_S:.0f} s; ratio {median / TARGET_S:.2f})"
     )
+    print_conditions("end")
     return 0
 
 

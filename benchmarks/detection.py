@@ -11,7 +11,12 @@ times within minutes would, with the shipped units, grow systemd's restart delay
 (RestartSteps=0, StartLimitBurst=1000) keeps every trial's recovery comparable. Prints
 p50/p99 and the detection p99 as a ratio of its target (500 ms; autoheal polls every
 5 s, monit's usual cycle is 30 s). Before the trials: the agent's idle CPU and RSS with the stack
-running, over 60 s; after them, its RSS again.
+running, over 60 s; after them, its RSS again. The machine's conditions (cores, load
+average, busy processes) are printed at start and end.
+
+Exits 0 whatever the ratios: a busy machine gives slower figures, not a failure. It exits
+non-zero only when it could not measure: the testbed failed, a trial timed out, a service
+never came back.
 
     sudo .venv/bin/python benchmarks/detection.py [--trials 30] [--idle 60]
 """
@@ -21,12 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from conditions import print_conditions  # noqa: E402
 
 from tests.e2e import testbed  # noqa: E402
 
@@ -105,14 +114,31 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
     args = parser.parse_args()
+    print_conditions("start")
+    try:
+        rows, took, cpu, rss, rss_after = measure(args)
+    except (testbed.TestbedError, subprocess.SubprocessError, OSError, ValueError) as exc:
+        print(f"detection benchmark: could not measure: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("detection benchmark: could not measure: no trial finished", file=sys.stderr)
+        return 2
+    report(args, rows, took, cpu, rss, rss_after)
+    print_conditions("end")
+    return 0
+
+
+def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float, float, float, float]:
+    """Boot, install, up, idle sample, trials: (rows, trials' seconds, CPU %, RSS, RSS after)."""
     deb = testbed.build_deb()
     guest = testbed.boot_guest()
     try:
         testbed.install_agent_from_deb(guest, deb)
         images = {n: testbed.ensure_image(guest, n) for n in testbed.STANDIN_NAMES}
         postgres = testbed.ensure_image(guest, "postgres")
-        guest.write_file(
+        guest.write_file(  # backups off: a run in the idle minute is not idle
             "/etc/aistack/agent.yaml",
+            "backups:\n  enabled: false\n"
             "stack:\n  gpu: none\n"
             f"  ollama:\n    image: {images['ollama']}\n"
             f"  open_webui:\n    image: {images['open-webui']}\n"
@@ -144,6 +170,17 @@ def main() -> int:
     finally:
         guest.run(["aistack", "down"], check=False, timeout=300)
         guest.teardown(check=False)
+    return rows, took, cpu, rss, rss_after
+
+
+def report(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    took: float,
+    cpu: float,
+    rss: float,
+    rss_after: float,
+) -> None:
     detected = [r["detected_s"] * 1000 for r in rows]
     recovered = [r["recovered_s"] for r in rows]
     p50, p99 = statistics.median(detected), pct(detected, 0.99)
@@ -163,7 +200,6 @@ def main() -> int:
     print(f"agent idle with the stack:  CPU {cpu:.2f} % of one core over {args.idle:.0f} s")
     print(f"  RSS {rss:.1f} MB (target {TARGET_RSS_MB:.0f} MB: ratio {rss / TARGET_RSS_MB:.3f})")
     print(f"  RSS after the trials {rss_after:.1f} MB ({len(rows)} restarts, /status every 2 ms)")
-    return 0 if p99 <= TARGET_DETECTION_P99_MS else 1
 
 
 if __name__ == "__main__":

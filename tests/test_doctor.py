@@ -15,7 +15,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from agent.doctor import (
     parse_meminfo,
 )
 
-from .conftest import REPO, AgentProcess, agent_env, free_port
+from .conftest import HANG_S, REPO, AgentProcess, agent_env, free_port
 
 AISTACK = REPO / ".venv" / "bin" / "aistack"
 GB = 10**9
@@ -79,9 +78,7 @@ def host_config(tmp_path: Path) -> Path:
 
 
 def test_without_podman_reports_the_socket_with_its_fix_and_exits_1(host_config: Path) -> None:
-    started = time.monotonic()
-    proc = run_doctor("--config", str(host_config))
-    assert time.monotonic() - started < 30, "doctor must not wait on what is not there"
+    proc = run_doctor("--config", str(host_config))  # its timeout is the hang guard
     assert proc.returncode == 1, proc.stderr
     lines = proc.stdout.splitlines()
     podman = next(i for i, line in enumerate(lines) if line.startswith("✗ podman"))
@@ -151,10 +148,7 @@ def test_a_hung_podman_does_not_hang_doctor(host_config: Path, hung_podman_socke
         str(host_config.parent / "podman.sock"), str(hung_podman_socket)
     )
     host_config.write_text(text)
-    started = time.monotonic()
-    proc = run_doctor("--json", "--config", str(host_config))
-    took = time.monotonic() - started
-    assert took < doctor.CHECK_LIMIT_S + 10, f"took {took:.1f} s"
+    proc = run_doctor("--json", "--config", str(host_config))  # its timeout: the hang guard
     doc = json.loads(proc.stdout)
     podman = next(f for f in doc["findings"] if f["check"] == "podman")
     assert podman["severity"] == "problem" and "timed out" in podman["summary"], podman
@@ -189,10 +183,11 @@ def test_help_lists_the_exit_codes() -> None:
 
 
 def test_a_hanging_check_is_left_behind_and_the_others_run() -> None:
-    release = threading.Event()
+    release, finished = threading.Event(), threading.Event()
 
     def hanging_check_fault(ctx: Context) -> list[Finding]:
-        release.wait(30)
+        release.wait(HANG_S)
+        finished.set()
         return [Finding("hangs", OK, "never seen")]
 
     def raising_check_fault(ctx: Context) -> list[Finding]:
@@ -203,15 +198,15 @@ def test_a_hanging_check_is_left_behind_and_the_others_run() -> None:
 
     progress: list[str] = []
     ctx = Context(AgentConfig(), "http://127.0.0.1:1")
-    started = time.monotonic()
     findings = doctor.run_checks(
         ctx,
         [("hangs", hanging_check_fault), ("raises", raising_check_fault), ("fine", fine)],
         limit=0.5,
         progress=progress.append,
     )
+    still_hanging = not finished.is_set()  # run_checks did not wait for the hung check
     release.set()
-    assert time.monotonic() - started < 5
+    assert still_hanging
     assert [(f.check, f.severity) for f in findings] == [
         ("hangs", PROBLEM), ("raises", WARNING), ("fine", OK),
     ]  # fmt: skip

@@ -385,7 +385,7 @@ async def test_agent_stops_promptly_with_the_xid_thread_running(
     import signal
     import subprocess
 
-    from .conftest import REPO, http
+    from .conftest import HANG_S, REPO, http
 
     shim = tmp_path / "shim"
     shim.mkdir()
@@ -401,13 +401,12 @@ async def test_agent_stops_promptly_with_the_xid_thread_running(
     metrics = http("GET", f"{agent.base}/metrics")[2].decode()
     uuid = "GPU-5f1e0b6c-0000-4000-8000-000000000000"
     assert f'aistack_gpu_temperature_celsius{{gpu="0",uuid="{uuid}"}} 64.0' in metrics
-    started = time.monotonic()
     agent.proc.send_signal(signal.SIGTERM)
     try:
-        code = agent.proc.wait(5)
+        code = agent.proc.wait(HANG_S)
     except subprocess.TimeoutExpired:
-        raise AssertionError("the agent did not stop within 5 s of SIGTERM") from None
-    assert code == 0 and time.monotonic() - started < 5
+        raise AssertionError("the agent did not stop on SIGTERM (NVML's thread held it)") from None
+    assert code == 0
 
 
 async def test_store_gets_a_first_snapshot_even_when_nvml_hangs(tmp_path: Path) -> None:

@@ -240,11 +240,8 @@ class BackupRunner:
             count,
         )
         if streamed.size < cfg.min_size:
-            raise BackupError(
-                "size",
-                f"the dump is only {streamed.size} bytes, below backups.min_size "
-                f"({cfg.min_size} bytes): an empty or wrong database?",
-            )
+            note = await self._below_min_size(partial / DUMP_FILE, streamed.size, manifests)
+            warnings.append(note)
         progress.stage = "verifying"
         header = await full_read(self.source, partial / DUMP_FILE)
         if header.database and header.database != cfg.database:
@@ -280,6 +277,31 @@ class BackupRunner:
         )
 
     # --- pieces ------------------------------------------------------------------------
+
+    async def _below_min_size(self, dump: Path, size: int, manifests: list[Manifest]) -> str:
+        """A dump under backups.min_size fails the run, except the first dumps of a
+        database that has no table yet (a stack just deployed: LiteLLM has not created
+        its schema): that is kept, with a warning. Once a backup reached min_size, a
+        small one fails again: data that was there is gone."""
+        cfg = self.config
+        why = f"the dump is only {size} bytes, below backups.min_size ({cfg.min_size} bytes)"
+        had_data = any(m.verified and m.dump.size >= cfg.min_size for m in manifests)
+        tables = None if had_data else await self._tables_in(dump)
+        if tables != 0:
+            raise BackupError("size", f"{why}: an empty or wrong database?")
+        return f"database {cfg.database!r} has no tables yet ({why}): kept as its first backups"
+
+    async def _tables_in(self, dump: Path) -> int | None:
+        """TABLE entries in the archive's table of contents (pg_restore -l); None when it
+        cannot be listed (the run then fails on its size, as before)."""
+        result, out = await run_tool(
+            self.source, "pg_restore", ["-l"], "size", stdin=dump, capture_stdout=True,
+            connect=False,
+        )  # fmt: skip
+        if not result.ok:
+            return None
+        lines = out.decode(errors="replace").splitlines()
+        return sum(1 for line in lines if not line.startswith(";") and " TABLE " in line)
 
     async def _pg_dump_version(self) -> tuple[int, str]:
         result, out = await run_tool(

@@ -11,7 +11,11 @@
   worth of fires (so `0 3 * * 1-5` counts its weekend gap); status turns degraded when
   the last success is older than 1.5 x that.
 
-APScheduler is imported only when the service starts with backups enabled.
+Whether backups are on at all is `activation.decide` (`backups.enabled: auto` waits for
+the stack's PostgreSQL to be applied); the watcher asks again on every poll, so an
+`aistack up` turns them on, with a catch-up run, without a restart of the agent.
+
+APScheduler is imported only when the service starts with backups on.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from typing import Any
 
 import structlog
 
-from ..config import BackupConfig, WatchConfig
+from ..config import BackupConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore
+from .activation import Activation, decide
 from .model import RESULTS, AlreadyRunning, BackupsDisabled, RunResult
 from .runner import BackupRunner, Progress, resolve_zone
 from .store import BackupStore, newest_verified
@@ -67,6 +72,7 @@ class ServiceView:
     """What the watcher publishes about the service (the folder it reads itself)."""
 
     enabled: bool
+    disabled_reason: str | None = None
     interval_seconds: float | None = None
     next_run_at: float | None = None
     running: Progress | None = None
@@ -81,10 +87,13 @@ class BackupService:
         config: BackupConfig,
         watch: WatchConfig,
         clock: Callable[[], float] = time.time,
+        stack: StackConfig | None = None,
     ) -> None:
         self.snapshots = store
         self.config = config
         self.watch = watch
+        self.stack = stack or StackConfig()
+        self.activation: Activation = decide(config, self.stack)
         self.clock = clock
         self.runs: dict[str, int] = dict.fromkeys(RESULTS, 0)
         self.last_result: RunResult | None = None
@@ -107,7 +116,7 @@ class BackupService:
             log.exception("cannot start the backup schedule")
         watching = asyncio.create_task(self._watcher.run(), name="watch.backups")
         try:
-            if self.config.enabled:
+            if self.activation.on:
                 await asyncio.to_thread(self._clean_stale_at_start)
             await watching
         finally:
@@ -140,21 +149,47 @@ class BackupService:
         finally:
             lock.release()
 
-    def reconfigure(self, config: BackupConfig, watch: WatchConfig) -> None:
+    def reconfigure(
+        self, config: BackupConfig, watch: WatchConfig, stack: StackConfig | None = None
+    ) -> None:
         old, self.config, self.watch = self.config, config, watch
+        self.stack = stack or self.stack
+        was_on, self.activation = self.activation.on, decide(config, self.stack)
         if self._watcher is not None:
             self._watcher.reconfigure(watch)
         if self._watcher is None:
             return
-        keys = ("enabled", "schedule", "timezone", "misfire_grace")
-        if any(getattr(old, k) != getattr(config, k) for k in keys):
+        keys = ("schedule", "timezone", "misfire_grace")
+        if was_on != self.activation.on or any(getattr(old, k) != getattr(config, k) for k in keys):
             self._stop_scheduler()
-            self._start_scheduler(catch_up=not old.enabled)
-            log.info("backup schedule changed", enabled=config.enabled,
-                     schedule=config.schedule, timezone=config.timezone)  # fmt: skip
+            self._start_scheduler(catch_up=not was_on)
+            log.info("backup schedule changed", enabled=self.activation.on,
+                     reason=self.activation.reason, schedule=config.schedule,
+                     timezone=config.timezone)  # fmt: skip
+
+    def wake(self) -> None:
+        """Poll now (after an apply): the snapshot and the on/off decision follow it."""
+        if self._watcher is not None:
+            self._watcher.wake()
+
+    def refresh(self) -> None:
+        """Decide again (the watcher's poll): `auto` turns on once the stack is applied,
+        and off when its PostgreSQL is removed; a run in progress is left to finish."""
+        now = decide(self.config, self.stack)
+        if now == self.activation:
+            return
+        was_on, self.activation = self.activation.on, now
+        if was_on == now.on:
+            return
+        self._stop_scheduler()
+        try:
+            self._start_scheduler(catch_up=True)
+        except Exception:  # never take the agent down; status shows no next run
+            log.exception("cannot start the backup schedule")
+        log.info("backups turned " + ("on" if now.on else "off"), reason=now.reason)
 
     def _start_scheduler(self, catch_up: bool) -> None:
-        if not self.config.enabled:
+        if not self.activation.on:
             self._interval = None
             return
         from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
@@ -215,8 +250,8 @@ class BackupService:
             pass
 
     async def trigger(self, wait: bool, trigger: str = "api") -> RunResult | None:
-        if not self.config.enabled:
-            raise BackupsDisabled("backups are disabled (backups.enabled: false)")
+        if not self.activation.on:
+            raise BackupsDisabled(f"backups are disabled: {self.activation.reason}")
         if self._current is not None and not self._current.done():
             progress = self._runner.progress if self._runner else None
             raise AlreadyRunning(progress.since if progress else self.clock(),
@@ -251,7 +286,8 @@ class BackupService:
         if self._current is not None and not self._current.done() and self._runner:
             running = self._runner.progress
         return ServiceView(
-            enabled=self.config.enabled,
+            enabled=self.activation.on,
+            disabled_reason=self.activation.reason,
             interval_seconds=self._interval,
             next_run_at=next_run,
             running=running,

@@ -166,7 +166,7 @@ def status_section(snap: SourceSnapshot | None, now: float | None = None) -> dic
         return {"state": "unavailable", "reason": snap.reason}
     state, reason = health(data, now)
     if state == "disabled":
-        return {"state": "disabled"}
+        return {"state": "disabled", "reason": data.get("reason")}
     last = data.get("last_success_at")
     retained = data.get("retained") or {}
     running = data.get("running")
@@ -210,9 +210,11 @@ class BackupWatcher(Watcher):
         self.service = service
 
     async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
+        self.service.refresh()
         view = self.service.view()
         if not view.enabled:
-            return SourceState.OK, None, {"enabled": False, "runs": dict(view.runs)}
+            data = {"enabled": False, "reason": view.disabled_reason, "runs": dict(view.runs)}
+            return SourceState.OK, None, data
         data = await asyncio.to_thread(collect, self.service, view, time.time())
         # OK means "the folder can be read" (aistack_source_up); how healthy the backups
         # are is decided at read time by health(), from this data.

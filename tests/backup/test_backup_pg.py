@@ -496,3 +496,26 @@ def test_local_source_needs_its_tools(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         source.start("pg_dump", ["--version"])
     assert shutil.which("pg_dump"), "the PostgreSQL client is needed for these tests"
+
+
+def test_an_empty_database_is_kept_with_a_warning_until_it_had_data(
+    pg_server: PgServer, dbname: str, tmp_path: Path
+) -> None:
+    """A stack just deployed: LiteLLM has not created its tables, the dump is under
+    min_size. Kept (with why); once a backup had data, a small dump fails again."""
+    cfg = pg_server.config(tmp_path / "backups", dbname, min_size=4096)
+    first = run(cfg)
+    assert first.ok, first
+    assert any("has no tables yet" in w and "below backups.min_size" in w for w in first.warnings)
+    pg_server.psql(SEED_TABLE, db=dbname)
+    assert run(cfg).ok  # now with data, above min_size
+    pg_server.psql("DROP TABLE filler", db=dbname)
+    gone = run(cfg)
+    assert gone.result == "failure" and gone.stage == "size", gone
+    assert "an empty or wrong database?" in str(gone.error)
+
+
+SEED_TABLE = (
+    "CREATE TABLE filler (id int, payload text);"
+    "INSERT INTO filler SELECT g, md5(g::text) FROM generate_series(1, 2000) g;"
+)

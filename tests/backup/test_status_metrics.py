@@ -115,7 +115,8 @@ def test_status_section_fields() -> None:
     assert section["next_run_at"] == "2027-01-15T09:00:00Z"
     assert section["last_failure_at"] is None and section["last_error"] is None
     assert status_section(None) == {"state": "not-configured"}
-    assert status_section(snap(enabled=False)) == {"state": "disabled"}
+    off = "backups.enabled is auto and the stack's PostgreSQL is not applied yet"
+    assert status_section(snap(enabled=False, reason=off)) == {"state": "disabled", "reason": off}
     down = SourceSnapshot("backups", SourceState.UNAVAILABLE, "cannot read /x: Permission denied")
     assert status_section(down)["state"] == "unavailable"
     doc = backups_document(snap(backups=[{"id": "a", "started_at": NOW, "finished_at": NOW}]))

@@ -260,8 +260,10 @@ def test_backups_config_defaults_and_units() -> None:
     assert config.backups.min_free == 5 << 30 and config.backups.misfire_grace == 12 * 3600
     assert config.backups.dependent_units == ()
     assert BackupConfig().dependent_units == ("litellm.service",)
-    # off until a database exists to back up; daily at 03:00 once on
-    assert not BackupConfig().enabled and BackupConfig().schedule == "0 3 * * *"
+    # auto: on once the stack's PostgreSQL is applied (test_activation.py); daily at 03:00
+    assert BackupConfig().enabled == "auto" and BackupConfig().schedule == "0 3 * * *"
+    for text, value in (("true", True), ("false", False), ("auto", "auto")):
+        assert parse_config(f"backups:\n  enabled: {text}\n").backups.enabled == value
 
 
 @pytest.mark.parametrize(
@@ -279,6 +281,8 @@ def test_backups_config_defaults_and_units() -> None:
         ("database: 'drop table'", "backups.database: not a PostgreSQL name"),
         ("min_keep: 0", "backups.min_keep: must be between 1 and 10000"),
         ("source: docker", "backups.source: must be one of 'podman', 'local'"),
+        ("enabled: 1", "backups.enabled: must be one of true, false, 'auto' (got 1)"),
+        ("enabled: sometimes", "backups.enabled: must be one of true, false, 'auto'"),
     ],
 )
 def test_backups_config_mistakes_name_the_key(text: str, expected: str) -> None:

@@ -37,9 +37,12 @@ pytestmark = pytest.mark.e2e
 AGENT = testbed.AGENT_UNIT
 SERVICES = list(testbed.STACK_SERVICES)
 STATUS = "http://127.0.0.1:9200/status"
+# Backups off: these tests kill PostgreSQL at will, and a backup run cut by a kill would
+# degrade /status for reasons that are not healing's (test_stack.py covers backups' default).
 HEAL = (
     "heal:\n  probe_interval: 3s\n  probe_timeout: 2s\n  probe_failures: 2\n"
     "  backoff_initial: 10s\n  backoff_max: 30s\n  give_up_after: 2\n  unhealthy_grace: 5s\n"
+    "backups:\n  enabled: false\n"
 )
 
 

@@ -263,3 +263,46 @@ def test_a_config_that_cannot_be_applied_changes_nothing(
     assert pids == {
         n: guest.unit_properties(f"{n}.service", "MainPID")["MainPID"] for n in SERVICES
     }
+
+
+def _backups(guest: Guest) -> dict:  # type: ignore[type-arg]
+    code, body = guest.http("GET", "http://127.0.0.1:9200/status")
+    assert code == 200, body
+    return json.loads(body)["backups"]  # type: ignore[no-any-return]
+
+
+def test_backups_turn_on_with_the_applied_stack_out_of_the_box(stack: Guest) -> None:
+    """The default config (`backups.enabled: auto`): off with why before the stack is
+    applied, not degrading the agent; on after `aistack up` with no restart of the agent;
+    the first backup comes by itself on the default schedule's catch-up, and `aistack
+    backup now` works."""
+    guest = stack
+    section = guest.wait_for("the backups section", lambda: _backups(guest).get("reason"))
+    section = _backups(guest)
+    assert section["state"] == "disabled", section
+    assert "not applied yet" in section["reason"] and "aistack up" in section["reason"]
+    refused = guest.run(["aistack", "backup", "now"], check=False, timeout=120)
+    assert refused.returncode != 0 and "not applied yet" in refused.stderr, refused.stderr
+    agent_pid = guest.unit_properties(AGENT, "MainPID")["MainPID"]
+
+    _up(guest)
+
+    def first_backup() -> dict | None:  # type: ignore[type-arg]
+        section = _backups(guest)
+        return section if section.get("last_success_id") else None
+
+    # catch_up_delay (1 min) after backups turn on, then dump + full-read verify
+    section = guest.wait_for("the first backup, taken by itself", first_backup, timeout=600)
+    assert section["state"] in ("ok", "running"), section
+    assert guest.unit_properties(AGENT, "MainPID")["MainPID"] == agent_pid  # no restart
+    listed = json.loads(guest.run(["aistack", "backup", "list", "--json"]).stdout)["backups"]
+    assert [b["id"] for b in listed] == [section["last_success_id"]]
+
+    now = guest.run(["aistack", "backup", "now", "--json"], check=False, timeout=900)
+    assert now.returncode == 0, f"{now.stdout}\n{now.stderr}"
+    result = json.loads(now.stdout)
+    assert result["result"] == "success" and result["id"] != section["last_success_id"]
+    listed = json.loads(guest.run(["aistack", "backup", "list", "--json"]).stdout)["backups"]
+    assert len(listed) == 2 and all(b["verified"] for b in listed), listed
+    metrics = guest.http("GET", "http://127.0.0.1:9200/metrics")[1]
+    assert "aistack_backup_enabled 1.0" in metrics
