@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, client
 from .backup.cli import register as register_backup
 from .compose.cli import register as register_import_compose
 from .config import (
@@ -45,27 +43,9 @@ EXIT_CODES = """exit codes:
   78  the config file is invalid (EX_CONFIG)"""
 
 
-def _api_base(config: AgentConfig) -> str:
-    """Where the agent listens, as a URL this host can reach."""
-    host = config.api.listen
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{config.api.port}"
-
-
 def _load(args: argparse.Namespace) -> tuple[AgentConfig, Path]:
     path, explicit = resolve_path(args.config)
     return load_config(path, must_exist=explicit), path
-
-
-def _fetch(url: str, timeout: float) -> Any:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        if exc.code >= 500 and exc.headers.get_content_type() == "application/json":
-            return json.load(exc)  # /status answers 503 when failed: still the document
-        raise
 
 
 def _age(seconds: float) -> str:
@@ -112,16 +92,17 @@ def render_status(doc: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config, _ = _load(args)
-    base = args.url or _api_base(config)
+    base = args.url or client.api_base(config)
     try:
-        doc = _fetch(f"{base}/status", args.timeout)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        print(
-            f"aistack: the agent is not answering at {base} ({reason}).\n"
-            "Is it running? Check: systemctl status aistack-agent",
-            file=sys.stderr,
-        )
+        answer = client.request(f"{base}/status", args.timeout)
+    except client.AgentUnreachable as exc:
+        print(f"aistack: {exc}.\nIs it running? Check: systemctl status aistack-agent",
+              file=sys.stderr)  # fmt: skip
+        return EX_UNREACHABLE
+    doc = answer.body  # a 503 (the agent gave up on a service) still carries the document
+    if not isinstance(doc, dict) or "state" not in doc:
+        print(f"aistack: the agent answered {answer.status}: {answer.error_message()}",
+              file=sys.stderr)  # fmt: skip
         return EX_UNREACHABLE
     if args.json:
         print(json.dumps(doc, indent=2))

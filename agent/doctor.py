@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import podman_api, systemd_ctl
+from . import client, podman_api, systemd_ctl
 from .config import AgentConfig, load_config, resolve_path
-from .stack.render import CDI_DIRS, CDI_HINT, SERVICES, ServiceSpec, cdi_has_nvidia
+from .stack.facts import CDI_DIRS, CDI_HINT, cdi_has_nvidia
+from .stack.model import ServiceSpec, enabled, spec_of
 
 Severity = Literal["ok", "warning", "problem"]
 OK: Severity = "ok"
@@ -214,7 +215,7 @@ class Context:
         return self.config.watch.podman_socket
 
     def enabled(self) -> list[ServiceSpec]:
-        return [s for s in SERVICES if getattr(self.config.stack, s.config_key).enabled]
+        return list(enabled(self.config.stack))
 
     def is_enabled(self, name: str) -> bool:
         return any(s.name == name for s in self.enabled())
@@ -275,8 +276,8 @@ class Context:
         address = (_networks(self.inspect_or_none(name)).get(NETWORK) or {}).get("IPAddress")
         if address:
             urls.append(f"http://{address}:{port}")
-        spec = next(s for s in SERVICES if s.name == name)
-        for published in getattr(self.config.stack, spec.config_key).ports:
+        spec = spec_of(name)
+        for published in spec.settings(self.config.stack).ports:
             host, _, host_port = published.rpartition(":")
             host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
             urls.append(f"http://{host}:{host_port}")
@@ -898,11 +899,9 @@ def render(findings: Sequence[Finding], encoding: str | None = "utf-8") -> str:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .cli import _api_base  # the CLI module imports this one
-
     path, explicit = resolve_path(args.config)
     config = load_config(path, must_exist=explicit)
-    findings = run_checks(Context(config, _api_base(config)))
+    findings = run_checks(Context(config, client.api_base(config)))
     if args.json:
         print(json.dumps(to_json(findings), indent=2))
     else:

@@ -161,6 +161,19 @@ def _read_state(bus: Any, unit: str) -> UnitState:
     return UnitState.from_properties(unit, props, typed)
 
 
+@dataclasses.dataclass(frozen=True)
+class ManagerState:
+    version: str  # "257"
+    system_state: str  # running | degraded | starting | stopping ...
+
+
+def manager_state() -> ManagerState:
+    """systemd's version and SystemState: is the manager there, and how is the host."""
+    with _connected("read systemd's state") as bus:
+        manager = _manager(bus).Manager
+        return ManagerState(_text(manager.Version), _text(manager.SystemState))
+
+
 def daemon_reload() -> None:
     """systemctl daemon-reload: returns once systemd has reloaded (its reply comes after)."""
     with _connected("daemon-reload") as bus:

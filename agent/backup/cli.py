@@ -12,11 +12,10 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
-import urllib.request
 from datetime import datetime
 from typing import Any
 
+from .. import client
 from ..config import AgentConfig, load_config, resolve_path
 from ..tabular import table
 from .model import BackupError, BusyError, RunResult, iso
@@ -98,40 +97,26 @@ def cmd_now(args: argparse.Namespace) -> int:
         data = result.to_dict()
         _print_json(data) if args.json else print(render_result(data))
         return EX_OK if result.ok else EX_FAILED
-    from ..cli import _api_base
-
-    base = args.url or _api_base(config)
+    base = args.url or client.api_base(config)
     try:
-        token = config.api.token_file.read_text().strip()
-    except OSError as exc:
-        print(f"aistack: cannot read the API token {config.api.token_file}: {exc.strerror} "
-              "(run as root, or use --local)", file=sys.stderr)  # fmt: skip
+        token = client.read_token(config)
+    except client.AgentUnreachable as exc:
+        print(f"aistack: {exc} (or use --local)", file=sys.stderr)
         return EX_FAILED
     wait = "false" if args.no_wait else "true"
-    request = urllib.request.Request(
-        f"{base}/v1/backups?wait={wait}",
-        method="POST",
-        headers={"Authorization": f"Bearer {token}"},
-    )
     timeout = args.timeout or config.backups.timeout + 60
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.load(response)
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.load(exc).get("error", {}).get("message", exc.reason)
-        except ValueError:
-            message = exc.reason
-        print(f"aistack: the agent refused: {message}", file=sys.stderr)
-        return EX_BUSY if exc.code == 409 and "already running" in str(message) else EX_FAILED
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        print(
-            f"aistack: the agent is not answering at {base} ({reason}).\n"
-            "Run the backup in this process instead: aistack backup now --local",
-            file=sys.stderr,
-        )
+        answer = client.request(f"{base}/v1/backups?wait={wait}", timeout, "POST", token)
+    except client.AgentUnreachable as exc:
+        print(f"aistack: {exc}.\nRun the backup in this process instead: aistack backup now "
+              "--local", file=sys.stderr)  # fmt: skip
         return EX_UNREACHABLE
+    if answer.status >= 400 or not isinstance(answer.body, dict):
+        message = answer.error_message()
+        print(f"aistack: the agent refused: {message}", file=sys.stderr)
+        busy = answer.status == 409 and "already running" in message
+        return EX_BUSY if busy else EX_FAILED
+    body = answer.body
     if args.no_wait:
         _print_json(body) if args.json else print("backup started; see: aistack status")
         return EX_OK

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from .. import systemd_ctl
 from ..config import BackupConfig
 from .dump import in_thread, run_tool
 from .model import BackupError
@@ -76,40 +77,36 @@ def start_order(stopped: Iterable[str]) -> list[str]:
 
 
 class SystemdUnits:
-    """Stop and start units through systemd's D-Bus API (pystemd), waiting for the job."""
+    """Stop and start units through the systemd gateway, each job followed to its end."""
 
     def __init__(self, timeout: float = UNIT_TIMEOUT) -> None:
         self.timeout = timeout
 
-    @staticmethod
-    def _state(unit: str) -> str:
-        from pystemd.systemd1 import Unit
-
-        with Unit(unit.encode()) as u:
-            state = u.Unit.ActiveState
-        return state.decode() if isinstance(state, bytes) else str(state)
-
     def is_active(self, unit: str) -> bool:
-        return self._state(unit) in ("active", "activating", "reloading")
+        return systemd_ctl.unit_state(unit).active_state in ("active", "activating", "reloading")
 
-    def _job(self, method: str, unit: str, want: tuple[str, ...]) -> None:
-        from pystemd.systemd1 import Manager
-
-        with Manager() as manager:
-            getattr(manager.Manager, method)(unit.encode(), b"replace")
-        deadline = time.monotonic() + self.timeout
-        while (state := self._state(unit)) not in want:
-            if time.monotonic() > deadline:
-                raise BackupError("dependents", f"{unit} still {state} after {self.timeout:.0f}s")
-            time.sleep(0.2)
-        if method == "StartUnit" and state == "failed":
-            raise BackupError("dependents", f"{unit} failed to start again")
+    def _job(self, outcome: systemd_ctl.JobOutcome) -> systemd_ctl.JobOutcome:
+        if outcome.result == "timeout":
+            raise BackupError(
+                "dependents",
+                f"{outcome.unit} still {outcome.active_state} after {self.timeout:.0f}s",
+            )
+        return outcome
 
     def stop(self, unit: str) -> None:
-        self._job("StopUnit", unit, ("inactive", "failed"))
+        self._wrap(lambda: self._job(systemd_ctl.stop(unit, self.timeout)))
 
     def start(self, unit: str) -> None:
-        self._job("StartUnit", unit, ("active", "failed"))
+        outcome = self._wrap(lambda: self._job(systemd_ctl.start(unit, self.timeout)))
+        if not outcome.ok or outcome.active_state == "failed":
+            raise BackupError("dependents", f"{unit} failed to start again ({outcome.result})")
+
+    @staticmethod
+    def _wrap(call: Callable[[], systemd_ctl.JobOutcome]) -> systemd_ctl.JobOutcome:
+        try:
+            return call()
+        except systemd_ctl.SystemdError as exc:
+            raise BackupError("dependents", str(exc)) from None
 
 
 # --- database steps ------------------------------------------------------------------------

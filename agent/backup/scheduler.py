@@ -26,7 +26,6 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ from ..config import BackupConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore
 from .activation import Activation, decide
 from .model import RESULTS, AlreadyRunning, BackupsDisabled, RunResult
-from .runner import BackupRunner, Progress, resolve_zone
+from .runner import BackupRunner, resolve_zone
 from .store import BackupStore, newest_verified
+from .watcher import BackupWatcher, ServiceView
 
 log = structlog.get_logger(component="backup")
 LOOKAHEAD_FIRES = 64
@@ -67,19 +67,6 @@ def schedule_interval(trigger: Any, now: datetime) -> float:
     return max(gaps) if gaps else 86400.0
 
 
-@dataclass
-class ServiceView:
-    """What the watcher publishes about the service (the folder it reads itself)."""
-
-    enabled: bool
-    disabled_reason: str | None = None
-    interval_seconds: float | None = None
-    next_run_at: float | None = None
-    running: Progress | None = None
-    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
-    last_result: RunResult | None = None
-
-
 class BackupService:
     def __init__(
         self,
@@ -101,14 +88,12 @@ class BackupService:
         self._interval: float | None = None
         self._runner: BackupRunner | None = None
         self._current: asyncio.Task[RunResult] | None = None
-        self._watcher: Any = None
+        self._watcher: BackupWatcher | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
         """The daemon's task: scheduler and watcher until cancelled (agent stopping)."""
-        from .watcher import BackupWatcher
-
         self._watcher = BackupWatcher(self.snapshots, self.watch, self)
         try:
             self._start_scheduler(catch_up=True)  # before the first snapshot: it shows the plan

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from ..config import WatchConfig
+from ..config import BackupConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceSnapshot, SourceState, thaw
 from ..watchers.base import SourceUnavailable, Watcher
 from . import disk
-from .model import iso
+from .model import RESULTS, RunResult, iso
+from .runner import Progress
 from .store import BackupStore
-
-if TYPE_CHECKING:
-    from .scheduler import BackupService, ServiceView
 
 MAX_LISTED = 100  # backups listed in the snapshot (newest first); counts cover all
 STALE_FACTOR = 1.5  # status degrades past 1.5 x the schedule interval
@@ -33,6 +32,31 @@ def _age(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h {seconds % 3600 // 60}m"
     return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+
+
+@dataclass
+class ServiceView:
+    """What the watcher publishes about the service (the folder it reads itself)."""
+
+    enabled: bool
+    disabled_reason: str | None = None
+    interval_seconds: float | None = None
+    next_run_at: float | None = None
+    running: Progress | None = None
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    last_result: RunResult | None = None
+
+
+class BackupService(Protocol):
+    """What the watcher reads of the service (agent/backup/scheduler.py): the service
+    owns the watcher, so the watcher knows it by this shape, not by import."""
+
+    @property
+    def config(self) -> BackupConfig: ...
+
+    def view(self) -> ServiceView: ...
+
+    def refresh(self) -> None: ...
 
 
 def collect(service: BackupService, view: ServiceView, now: float) -> dict[str, Any]:

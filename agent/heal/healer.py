@@ -28,7 +28,7 @@ import structlog
 from .. import systemd_ctl
 from ..config import AgentConfig
 from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
-from ..stack.apply import START_TIMEOUT
+from ..stack.model import START_TIMEOUT
 from . import state as heal_state
 from .policy import Action, Observation, ServiceHealState, decide, manual_reset, reload_reset
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..config import HealConfig, format_duration
-from ..stack.render import SERVICES
+from ..stack.model import DEPENDENCIES, ORDER
 
 Status = Literal["ok", "backing-off", "gave-up", "waiting-for-dependency"]
 ActionKind = Literal["restart", "reset-failed", "give-up"]
@@ -48,9 +48,7 @@ ReasonCode = Literal[
     "unhealthy", "failed", "inactive", "probe", "dependency-recovered", "start-limit"
 ]
 
-SERVICE_ORDER: tuple[str, ...] = tuple(s.name for s in SERVICES)
-# Hard dependencies only: the units' Requires= (litellm.container). Wants= is not one.
-DEPENDENCIES: Mapping[str, tuple[str, ...]] = {"litellm": ("postgres",)}
+SERVICE_ORDER: tuple[str, ...] = ORDER
 _SYSTEMD_BUSY_STATES = ("activating", "deactivating", "reloading")
 # A dependent systemd stopped with its dependency is started by the agent only if it is
 # still stopped this long after the dependency is back: systemd's own restart of the

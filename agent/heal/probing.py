@@ -15,8 +15,8 @@ from typing import Any
 from .. import podman_api
 from ..config import AgentConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceState
+from ..stack.model import enabled_names
 from ..stack.probes import ProbeResult, probe_all
-from ..stack.render import SERVICES
 from ..watchers.base import SourceUnavailable, Watcher
 
 SOURCE = "probes"
@@ -49,7 +49,7 @@ class ProbeWatcher(Watcher):
         )
 
     async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
-        names = [s.name for s in SERVICES if getattr(self.stack, s.config_key).enabled]
+        names = list(enabled_names(self.stack))
         socket = self.config.podman_socket
         try:
             inspects = await asyncio.to_thread(_inspect_all, socket, names)

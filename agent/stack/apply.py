@@ -1,11 +1,12 @@
-"""Apply the stack: render, check, write what changed, reload systemd, (re)start in order.
+"""Apply the stack: render, check, plan, then carry the plan out through the gateways.
 
 render -> validate (keys of the target Podman; a render error changes nothing) -> secrets
--> stop services the config dropped -> atomic writes of changed files into the agent's
-own unit folder, removal of dropped ones -> daemon-reload over D-Bus -> start what is not
-running and restart what changed, in dependency order, each job followed to its end
-(Notify=healthy: "done" means healthy) -> a report of what happened and what did not
-come up. Applying the same config twice changes and restarts nothing.
+-> `plan()` (plan.py: pure, unit-tested without a host) -> `execute()`: stop services the
+config dropped, atomic writes of changed files into the agent's own unit folder and
+removal of dropped ones, daemon-reload over D-Bus, start what is not running and restart
+what changed, in dependency order, each job followed to its end (Notify=healthy: "done"
+means healthy) -> a report of what happened and what did not come up. Applying the same
+config twice changes and restarts nothing.
 
 Blocking (systemd over pystemd, Podman over its socket): the daemon runs it in a thread.
 """
@@ -27,14 +28,12 @@ from .. import podman_api, systemd_ctl
 from ..atomic import write_atomic
 from ..config import AgentConfig
 from . import models, secrets
-from .cli import changes, planned
 from .facts import host_facts
-from .render import LITELLM_CONFIG, SERVICES, RenderError, render
+from .model import START_TIMEOUT, STOP_TIMEOUT, unit_of
+from .plan import Plan, plan, planned, read_installed
+from .render import LITELLM_CONFIG, RenderError, render
 
 log = structlog.get_logger(component="stack.apply")
-START_TIMEOUT = 900.0  # first start may pull large images
-STOP_TIMEOUT = 120.0
-VOLUMES = {s.name: s.volume for s in SERVICES if s.volume}
 
 
 @dataclass
@@ -61,10 +60,6 @@ GENERATORS = (
     Path("/usr/lib/systemd/system-generators/podman-system-generator"),
     Path("/usr/libexec/podman/quadlet"),
 )
-
-
-def unit_of(service: str) -> str:
-    return f"{service}.service"
 
 
 def generator_check(files: dict[str, str], generators: tuple[Path, ...] = GENERATORS) -> list[str]:
@@ -105,6 +100,57 @@ def _pull_declared(
         report.failed["ollama models"] = str(exc)
 
 
+def execute(
+    todo: Plan,
+    unit_dir: Path,
+    socket: Path,
+    report: ApplyReport,
+    progress: Callable[[str], None],
+) -> None:
+    """Carry out a Plan through the gateways, recording each outcome in `report`."""
+    # Services the config dropped: stop them before their units disappear.
+    for name in todo.stop:
+        progress(f"stopping {name} (no longer in the config)")
+        outcome = systemd_ctl.stop(unit_of(name), STOP_TIMEOUT)
+        if outcome.ok:
+            report.stopped.append(name)
+        else:
+            report.ok = False
+            report.failed[name] = f"stop {outcome.result}"
+    for volume in todo.purge_volumes:
+        if podman_api.volume_delete(socket, volume):
+            report.purged_volumes.append(volume)
+
+    # Write what changed (atomically), remove what is no longer rendered.
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    LITELLM_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in todo.write.items():
+        write_atomic(path, text.encode(), mode=0o644)
+        report.written.append(str(path))
+    for path in todo.remove:
+        path.unlink(missing_ok=True)
+        report.removed.append(str(path))
+    if todo.daemon_reload:
+        progress("systemctl daemon-reload")
+        systemd_ctl.daemon_reload()
+
+    # Start or restart, in dependency order; Notify=healthy makes "done" mean healthy.
+    report.unchanged.extend(todo.unchanged)
+    for step in todo.start:
+        unit = unit_of(step.service)
+        progress(f"{step.action}ing {step.service} (waits until healthy)")
+        job = systemd_ctl.restart if step.action == "restart" else systemd_ctl.start
+        outcome = job(unit, START_TIMEOUT)
+        if outcome.ok:
+            (report.restarted if step.action == "restart" else report.started).append(step.service)
+        else:
+            report.ok = False
+            report.failed[step.service] = (
+                f"{step.action} {outcome.result} (unit {outcome.active_state}/"
+                f"{outcome.sub_state}); see: journalctl -u {unit}"
+            )
+
+
 def apply(
     config: AgentConfig,
     *,
@@ -126,8 +172,7 @@ def apply(
         report.ok, report.problems = False, problems
         return report
     unit_dir = stack.unit_dir
-    files = planned(rendered, unit_dir)
-    diff = changes(files, unit_dir)
+    installed = read_installed(planned(rendered, unit_dir), unit_dir)
 
     try:
         secret_changed = secrets.ensure(stack, socket, secrets_dir)
@@ -135,59 +180,10 @@ def apply(
         report.ok, report.problems = False, [str(exc)]
         return report
 
-    # Services the config dropped: stop them before their units disappear.
-    installed = {p.stem for p in unit_dir.glob("*.container")} if unit_dir.is_dir() else set()
-    dropped = [s.name for s in reversed(SERVICES) if s.name in installed - set(rendered.services)]
-    for name in dropped:
-        progress(f"stopping {name} (no longer in the config)")
-        outcome = systemd_ctl.stop(unit_of(name), STOP_TIMEOUT)
-        if outcome.ok:
-            report.stopped.append(name)
-        else:
-            report.ok = False
-            report.failed[name] = f"stop {outcome.result}"
-        if purge_data and VOLUMES.get(name):
-            volume = f"aistack-{Path(VOLUMES[name] or '').stem}"
-            if podman_api.volume_delete(socket, volume):
-                report.purged_volumes.append(volume)
-
-    # Write what changed (atomically), remove what is no longer rendered.
-    unit_dir.mkdir(parents=True, exist_ok=True)
-    LITELLM_CONFIG.parent.mkdir(parents=True, exist_ok=True)
-    for path, (_, new) in diff.items():
-        if new:
-            write_atomic(path, new.encode(), mode=0o644)
-            report.written.append(str(path))
-        else:
-            path.unlink(missing_ok=True)
-            report.removed.append(str(path))
-    if any(p.parent == unit_dir for p in diff):
-        progress("systemctl daemon-reload")
-        systemd_ctl.daemon_reload()
-
-    # Start or restart, in dependency order; Notify=healthy makes "done" mean healthy.
-    changed_units = {p.stem for p in diff if p.parent == unit_dir and p.suffix == ".container"}
-    if LITELLM_CONFIG in diff:
-        changed_units.add("litellm")
     states = systemd_ctl.unit_states(unit_of(s) for s in rendered.services)
-    for name in rendered.services:
-        unit = unit_of(name)
-        active = states[unit].active_state in ("active", "activating", "reloading")
-        if active and name not in changed_units and name not in secret_changed:
-            report.unchanged.append(name)
-            continue
-        action = "restart" if active else "start"
-        progress(f"{action}ing {name} (waits until healthy)")
-        job = systemd_ctl.restart if active else systemd_ctl.start
-        outcome = job(unit, START_TIMEOUT)
-        if outcome.ok:
-            (report.restarted if active else report.started).append(name)
-        else:
-            report.ok = False
-            report.failed[name] = (
-                f"{action} {outcome.result} (unit {outcome.active_state}/{outcome.sub_state}); "
-                f"see: journalctl -u {unit}"
-            )
+    active = {unit: st.active_state for unit, st in states.items()}
+    todo = plan(rendered, unit_dir, installed, active, secret_changed, purge_data)
+    execute(todo, unit_dir, socket, report, progress)
     if stack.ollama.enabled and stack.ollama.models and "ollama" not in report.failed:
         _pull_declared(config, report, progress)
     report.seconds = round(time.monotonic() - began, 3)

@@ -17,41 +17,21 @@ import difflib
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Any
 
+from .. import client
+from ..client import AgentUnreachable
 from ..config import AgentConfig, load_config, resolve_path
 from . import models
 from .facts import host_facts
-from .render import LITELLM_CONFIG, Rendered, RenderError, render
+from .model import ORDER, enabled_names
+from .plan import changes, planned
+from .render import RenderError, render
 
 EX_CHANGES = 1
 EX_FAILED = 1
 EX_UNREACHABLE = 3
 EX_DATAERR = 65
-ORDER = ("postgres", "ollama", "litellm", "open-webui")  # start order; stop is reversed
-
-
-def planned(rendered: Rendered, unit_dir: Path) -> dict[Path, str]:
-    """Every file an apply would own, with its content."""
-    files = {unit_dir / name: text for name, text in rendered.files.items()}
-    if rendered.litellm_config is not None:
-        files[LITELLM_CONFIG] = rendered.litellm_config
-    return files
-
-
-def changes(files: dict[Path, str], unit_dir: Path) -> dict[Path, tuple[str, str]]:
-    """path -> (installed, planned) for what differs; files no longer planned count too."""
-    out: dict[Path, tuple[str, str]] = {}
-    existing = sorted(unit_dir.glob("*")) if unit_dir.is_dir() else []
-    for path in sorted({*files, *(p for p in existing if p.is_file())}):
-        old = path.read_text() if path.is_file() else ""
-        new = files.get(path, "")
-        if old != new:
-            out[path] = (old, new)
-    return out
 
 
 def _load(args: argparse.Namespace) -> AgentConfig:
@@ -101,32 +81,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EX_CHANGES if args.diff and diff else 0
 
 
-class AgentUnreachable(Exception):
-    pass
-
-
 def _call(config: AgentConfig, path: str, timeout: float) -> tuple[int, Any]:
     """POST to the agent with its token; (status, JSON body) for any HTTP status."""
-    from ..cli import _api_base  # the CLI module imports this one
-
-    try:
-        token = config.api.token_file.read_text().strip()
-    except OSError as exc:
-        raise AgentUnreachable(
-            f"cannot read the API token {config.api.token_file} ({exc.strerror}); "
-            "run as root on the agent's host"
-        ) from None
-    url = f"{_api_base(config)}{path}"
-    req = urllib.request.Request(
-        url, method="POST", headers={"Authorization": f"Bearer {token}"}, data=b""
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise AgentUnreachable(f"the agent is not answering at {url}: {exc}") from None
+    answer = client.post(config, path, timeout)
+    if isinstance(answer.body, dict):
+        return answer.status, answer.body
+    return answer.status, {"error": {"message": answer.error_message()}}
 
 
 def _report(doc: dict[str, Any]) -> None:
@@ -198,7 +158,7 @@ def _act(args: argparse.Namespace, action: str) -> int:
         names = [args.service]
     else:
         ordered = list(reversed(ORDER)) if action == "stop" else list(ORDER)
-        names = [n for n in ordered if getattr(config.stack, n.replace("-", "_")).enabled]
+        names = [n for n in ordered if n in enabled_names(config.stack)]
     code = 0
     for name in names:
         print(f"{action} {name} ...", file=sys.stderr, flush=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from .. import systemd_ctl
 from ..config import AgentConfig
 from . import models, secrets
-from .apply import START_TIMEOUT, STOP_TIMEOUT, ApplyReport, apply, unit_of
-from .render import SERVICES
+from .apply import ApplyReport, apply
+from .model import SERVICES, START_TIMEOUT, STOP_TIMEOUT, unit_of
 from .update import UpdateReport, update
 
 ACTIONS = ("start", "stop", "restart")
@@ -88,7 +88,7 @@ class StackControl:
                 )
                 results = []
                 for spec in SERVICES:
-                    if spec.name in users and getattr(config.stack, spec.config_key).enabled:
+                    if spec.name in users and spec.settings(config.stack).enabled:
                         outcome = await asyncio.to_thread(
                             systemd_ctl.restart, unit_of(spec.name), START_TIMEOUT
                         )
@@ -102,7 +102,7 @@ class StackControl:
 
     async def service(self, name: str, action: str) -> ServiceResult:
         stack = self._config().stack
-        known = {s.name: getattr(stack, s.config_key).enabled for s in SERVICES}
+        known = {s.name: s.settings(stack).enabled for s in SERVICES}
         if name not in known:
             raise UnknownService(f"no service {name!r}; the stack has {', '.join(known)}")
         if not known[name]:

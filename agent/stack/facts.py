@@ -1,5 +1,7 @@
 """What rendering needs to know about this host: Podman's and systemd's versions, the GPU.
 
+The only module of the stack that reads the host for rendering (render.py is pure).
+
 Asked once per render/apply: Podman through its API socket (the agent cannot run the
 podman CLI), falling back to `podman --version` for the CLI run by hand; systemd through
 `systemctl --version`. `stack.podman_version` pins the target instead.
@@ -15,10 +17,47 @@ from pathlib import Path
 from .. import podman_api
 from ..config import AgentConfig
 from ..quadlet.keys import PodmanVersion
-from .render import HostFacts, resolve_gpu
+from .render import GpuKind, HostFacts, RenderError
 
+CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
+CDI_HINT = "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
 DEFAULT_PODMAN = PodmanVersion(5, 0)  # the oldest Podman whose quadlet the templates target
 DEFAULT_SYSTEMD = 254
+
+
+def cdi_has_nvidia(dirs: tuple[Path, ...] = CDI_DIRS) -> bool:
+    """True when a CDI spec for nvidia.com/gpu exists (what AddDevice=nvidia.com/gpu=all needs)."""
+    for directory in dirs:
+        for spec in sorted(directory.glob("*.y*ml")) + sorted(directory.glob("*.json")):
+            try:
+                if "nvidia.com/gpu" in spec.read_text(errors="replace"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def resolve_gpu(
+    wanted: str, cdi_dirs: tuple[Path, ...] = CDI_DIRS, kfd: Path = Path("/dev/kfd")
+) -> GpuKind:
+    """`stack.gpu` to what the host has; nvidia without a CDI spec is an error."""
+    if wanted == "nvidia":
+        if not cdi_has_nvidia(cdi_dirs):
+            where = " or ".join(str(d) for d in cdi_dirs)
+            raise RenderError(
+                [
+                    f"stack.gpu: nvidia needs a CDI spec for nvidia.com/gpu in {where}; "
+                    f"create it with: {CDI_HINT}"
+                ]
+            )
+        return "nvidia"
+    if wanted == "amd":
+        return "amd"
+    if wanted == "auto":
+        if cdi_has_nvidia(cdi_dirs):
+            return "nvidia"
+        return "amd" if kfd.exists() else "none"
+    return "none"
 
 
 def podman_version(socket: Path, pinned: str) -> PodmanVersion:

@@ -38,7 +38,7 @@ import aiohttp
 from .. import podman_api
 from ..config import StackConfig
 from ..gpu.ollama import parse_ps
-from .render import SERVICES
+from .model import SERVICES, enabled_names
 
 STACK_NETWORK = "aistack"  # units/aistack.network: NetworkName=aistack
 # The port each service listens on inside its container (not the published one).
@@ -579,7 +579,7 @@ async def probe_all(
 ) -> dict[str, ProbeResult]:
     """Probe every enabled service concurrently (one HTTP session); service -> result.
     A service missing from `inspects` has no container."""
-    enabled = [s.name for s in SERVICES if getattr(stack, s.config_key).enabled]
+    enabled = enabled_names(stack)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         results = await asyncio.gather(
             *(

@@ -19,8 +19,7 @@ import structlog
 
 from .. import podman_api, systemd_ctl
 from ..config import AgentConfig
-from .apply import START_TIMEOUT, unit_of
-from .render import SERVICES
+from .model import SERVICES, START_TIMEOUT, unit_of
 
 log = structlog.get_logger(component="stack.update")
 
@@ -43,7 +42,7 @@ def update(
     report = UpdateReport()
     socket = config.watch.podman_socket
     for spec in SERVICES:
-        if not getattr(config.stack, spec.config_key).enabled:
+        if not spec.settings(config.stack).enabled:
             continue
         name, unit = spec.name, unit_of(spec.name)
         try:

@@ -26,7 +26,7 @@ from ..config import AgentConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceState
 from ..watchers.base import SourceUnavailable, Watcher
 from ..watchers.events import ContainerEvent
-from .render import SERVICES
+from .model import enabled, enabled_names
 
 # What a transition is: these fields changing (not memory, CPU or the restart count).
 _TRANSITION_FIELDS = ("active_state", "sub_state", "health", "container_state", "container_id")
@@ -57,9 +57,9 @@ def read_services(
 ) -> tuple[dict[str, Any], bool]:
     """Every enabled service now, and whether a stats sample was taken: `cached` (a
     recent sample) is reused when it covers every running service."""
-    enabled = [s for s in SERVICES if getattr(stack, s.config_key).enabled]
-    states = systemd_ctl.unit_states(f"{s.name}.service" for s in enabled)
-    running = [s.name for s in enabled if states[f"{s.name}.service"].active_state == "active"]
+    specs = enabled(stack)
+    states = systemd_ctl.unit_states(s.unit for s in specs)
+    running = [s.name for s in specs if states[s.unit].active_state == "active"]
     podman_ok = True
     sampled = cached is None or any(name not in cached for name in running)
     stats: Mapping[str, Any] = cached or {}
@@ -69,8 +69,8 @@ def read_services(
         except podman_api.PodmanApiError:
             stats = {}
     services: dict[str, Any] = {}
-    for spec in enabled:
-        unit = f"{spec.name}.service"
+    for spec in specs:
+        unit = spec.unit
         st = states[unit]
         inspect = None
         if podman_ok:
@@ -116,7 +116,7 @@ def read_services(
             "restarts": st.n_restarts,
             "memory_bytes": (stats.get(spec.name) or {}).get("MemUsage") if inspect else None,
             "cpu_seconds": _cpu_seconds(stats.get(spec.name)) if inspect else None,
-            "ports": [p for p in getattr(stack, spec.config_key).ports],
+            "ports": list(spec.settings(stack).ports),
             "last_error": error,
         }
     return services, sampled
@@ -149,7 +149,7 @@ class StackWatcher(Watcher):
         super().configure(config)
 
     def services(self) -> frozenset[str]:
-        return frozenset(s.name for s in SERVICES if getattr(self.stack, s.config_key).enabled)
+        return frozenset(enabled_names(self.stack))
 
     def units(self) -> frozenset[str]:
         return frozenset(f"{name}.service" for name in self.services())

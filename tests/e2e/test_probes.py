@@ -35,7 +35,7 @@ from pathlib import Path
 from agent import podman_api
 from agent.config import load_config
 from agent.stack.probes import probe_all
-from agent.stack.render import SERVICES
+from agent.stack.model import SERVICES
 stack = load_config(Path("/etc/aistack/agent.yaml")).stack
 sock = Path("/run/podman/podman.sock")
 inspects = {s.name: podman_api.container_inspect(sock, s.name) for s in SERVICES}

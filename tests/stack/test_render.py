@@ -14,7 +14,8 @@ import pytest
 
 from agent.config import parse_config
 from agent.quadlet.keys import PodmanVersion
-from agent.stack.render import CDI_HINT, HostFacts, RenderError, render, resolve_gpu
+from agent.stack.facts import CDI_HINT, resolve_gpu
+from agent.stack.render import HostFacts, RenderError, render
 
 from ..conftest import REPO
 
