@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from .backup.model import AlreadyRunning, BackupControl, BackupsDisabled
-from .backup.watcher import backups_document
+from .backup.status import backups_document
+from .ollama_api import OllamaError
 from .openapi import openapi_document
 from .snapshot import SnapshotStore
 from .stack.control import Busy, StackControl, UnknownService
-from .stack.models import OllamaError
 from .stack.secrets import SecretsError
 from .status import AgentInfo, status_document
 from .token import token_matches

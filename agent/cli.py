@@ -26,7 +26,7 @@ from .config import (
     render_yaml,
     resolve_path,
 )
-from .doctor import register as register_doctor
+from .doctor.cli import register as register_doctor
 from .stack.cli import register as register_render
 from .tabular import table
 

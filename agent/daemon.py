@@ -30,16 +30,18 @@ from .api import ApiContext, ReloadResult, create_app
 from .backup.scheduler import BackupService
 from .config import EX_CONFIG, AgentConfig, ConfigError, load_config, resolve_path
 from .heal.healer import Healer
-from .heal.probing import ProbeWatcher
+from .heal.xid import restart_view
 from .log import setup_logging
 from .metrics import build_registry
 from .snapshot import SnapshotStore
+from .stack.actuator import Actuator
 from .stack.control import StackControl
-from .stack.watcher import StackWatcher
 from .status import AgentInfo, summary
 from .token import TokenError, ensure_token
-from .watchers import ALL_WATCHERS, Watcher
+from .watchers import GpuWatcher, PodmanWatcher, SystemdWatcher, Watcher
 from .watchers.events import ContainerEvent, PodmanEventStream
+from .watchers.probes import ProbeWatcher
+from .watchers.stack import StackWatcher
 from .watchers.unit_signals import UnitSignals
 
 EX_OK = 0
@@ -62,10 +64,15 @@ class Agent:
         self.explicit = explicit
         self.info = AgentInfo(config_path=str(config_path))
         self.store = SnapshotStore()
+        # The one part that acts on the stack's services: the healer, a person's actions
+        # and the GPU rule share it (one lock per service, one record, one metric).
+        self.actuator = Actuator()
         self.stack_watcher = StackWatcher(self.store, config.watch)
         self.probe_watcher = ProbeWatcher(self.store, config.watch)
         self.watchers: list[Watcher] = [
-            *(w(self.store, config.watch) for w in ALL_WATCHERS),
+            PodmanWatcher(self.store, config.watch),
+            SystemdWatcher(self.store, config.watch),
+            GpuWatcher(self.store, config.watch, last_restart=self._last_gpu_restart),
             self.stack_watcher,
             self.probe_watcher,
         ]
@@ -75,13 +82,13 @@ class Agent:
             lambda: self.config,
             self._stack_changed,
             lambda service: self.healer.manual_reset(service),
+            self.actuator,
         )
         self.healer = Healer(
-            self.store,
-            config,
-            restarted=lambda service: self.probe_watcher.wake(),
-            hold=lambda: self.stack_control.busy,
+            self.store, config, hold=lambda: self.stack_control.busy, actuator=self.actuator
         )
+        # After any action: judge the service's new container soon, not in probe_interval.
+        self.actuator.listen(lambda act: self.probe_watcher.wake())
         # Event sources: they only wake watchers, which then look for themselves; the
         # periodic polls stay the reconcile that makes a lost event harmless.
         self.events = PodmanEventStream(
@@ -107,6 +114,10 @@ class Agent:
 
     def _watcher(self, source: str) -> Watcher | None:
         return next((w for w in self.watchers if w.source == source), None)
+
+    def _last_gpu_restart(self) -> dict[str, Any] | None:
+        """The GPU rule's last restart of Ollama, for the gpu snapshot's `ollama.restart`."""
+        return restart_view(self.actuator, self.config.gpu.ollama_unit)
 
     def _stack_changed(self) -> None:
         """After a person's apply or action: the stack looks now, and backups decide again

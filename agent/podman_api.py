@@ -20,6 +20,10 @@ podman-py's `exec_run` cannot do this: streamed output comes without an exit cod
 without stdin, and the non-streamed form buffers everything in memory. So this module
 speaks HTTP itself: `http.client` for the small JSON calls, a raw socket for the stream,
 all blocking (callers run it in a thread).
+
+It is the one place that reads Podman's JSON: `inspect_container` gives a typed
+`Container`, and `run_exec` is the one short command with a deadline (doctor, the service
+probes); a backup streams through ExecStream itself.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import http.client
 import json
 import socket
 import struct
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -42,6 +48,14 @@ _HEADER = struct.Struct(">BxxxI")
 
 class PodmanApiError(Exception):
     pass
+
+
+class ContainerNotFound(PodmanApiError):
+    """An exec asked for a container that does not exist (404): callers word it their way."""
+
+
+class ExecStreamError(PodmanApiError):
+    """An exec's output stream broke before the command ended (not at the deadline)."""
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -116,7 +130,7 @@ def exec_create(
         path, "POST", f"{API}/containers/{quote(container, safe='')}/exec", body, timeout
     )
     if status == 404:
-        raise PodmanApiError(f"no container {container!r} (is the PostgreSQL unit running?)")
+        raise ContainerNotFound(f"no container {container!r} (is the PostgreSQL unit running?)")
     if status == 409:
         raise PodmanApiError(f"container {container!r} is not running: {_message(data)}")
     if status != 201 or not isinstance(data, dict) or "Id" not in data:
@@ -242,6 +256,87 @@ class ExecStream:
             self._sock.close()
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """What one command in a container did, its output cut to the first few KiB."""
+
+    exit_code: int | None  # None: it did not finish (no exit code) within the timeout
+    stdout: str
+    stderr: str
+    output: str  # stdout and stderr interleaved as they arrived (what a terminal shows)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.exit_code is None
+
+
+def run_exec(
+    path: Path,
+    container: str,
+    cmd: Sequence[str],
+    timeout: float,
+    *,
+    env: Sequence[str] = (),
+    cap: int = 4096,
+    exit_grace: float = 1.0,
+) -> ExecResult:
+    """Run cmd in a running container and wait at most `timeout` seconds (blocking).
+
+    ExecStream reads without a timeout (a backup's pg_dump may pause for long); here a
+    timer aborts the stream at the deadline, so a command that hangs costs `timeout`.
+    Podman records the exit code just after the stream ends: it is awaited until
+    `exit_grace` past the deadline, else the result has none (timed out).
+
+    Raises ContainerNotFound or PodmanApiError when the command could not be started or
+    its exit code read, ExecStreamError when the stream broke before the deadline.
+    """
+    deadline = time.monotonic() + timeout
+
+    def left(until: float = deadline) -> float:
+        return max(0.1, until - time.monotonic())
+
+    exec_id = exec_create(path, container, cmd, env=env, timeout=left())
+    stream = ExecStream(path, exec_id, connect_timeout=left())
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        stream.abort()
+
+    timer = threading.Timer(left(), expire)
+    timer.daemon = True
+    timer.start()
+    out, err, both = bytearray(), bytearray(), bytearray()
+    try:
+        while (frame := stream.demux.frame()) is not None:
+            kind, payload = frame
+            target = err if kind == STDERR else out
+            target += payload[: max(0, cap - len(target))]
+            both += payload[: max(0, cap - len(both))]
+    except (OSError, ValueError, PodmanApiError) as exc:
+        if not fired.is_set():
+            raise ExecStreamError(str(exc)) from exc
+    finally:
+        timer.cancel()
+        stream.close()
+
+    def result(code: int | None) -> ExecResult:
+        text = [b.decode(errors="replace") for b in (out, err, both)]
+        return ExecResult(code, *text)
+
+    if fired.is_set():
+        return result(None)
+    grace = deadline + exit_grace
+    while True:
+        info = exec_inspect(path, exec_id, timeout=max(0.5, left(grace)))
+        code = info.get("ExitCode")
+        if not info.get("Running") and isinstance(code, int):
+            return result(code)
+        if time.monotonic() > grace:
+            return result(None)
+        time.sleep(0.05)
+
+
 # --------------------------------------------------------------------------- secrets, inspect
 #
 # Podman secrets hold the stack's credentials (PostgreSQL password, LiteLLM master key).
@@ -346,6 +441,113 @@ def container_inspect(path: Path, name: str, timeout: float = 30.0) -> dict[str,
     if status != 200 or not isinstance(data, dict):
         raise PodmanApiError(f"cannot inspect container {name!r} ({status}): {_message(data)}")
     return data
+
+
+@dataclass(frozen=True)
+class Network:
+    """A container's addresses on one network ("" when it has none of that family)."""
+
+    ip_address: str = ""
+    ipv6_address: str = ""
+
+
+HEALTH_STATES = ("healthy", "unhealthy", "starting")
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _health_status(state: Mapping[str, Any]) -> str:
+    """State.Health (Podman >= 4.x, Docker's name) or State.Healthcheck (older Podman)."""
+    health = state.get("Health") or state.get("Healthcheck") or {}
+    status = health.get("Status") if isinstance(health, dict) else None
+    return status if status in HEALTH_STATES else ""
+
+
+def _env_of(config: Mapping[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in config.get("Env") or ():
+        if isinstance(item, str) and "=" in item:
+            key, _, value = item.partition("=")
+            env[key] = value
+    return env
+
+
+def _networks_of(settings: Mapping[str, Any]) -> dict[str, Network]:
+    networks: dict[str, Network] = {}
+    for name, net in _dict(settings.get("Networks")).items():
+        if isinstance(net, dict):
+            networks[str(name)] = Network(
+                _text(net.get("IPAddress")), _text(net.get("GlobalIPv6Address"))
+            )
+    return networks
+
+
+@dataclass(frozen=True)
+class Container:
+    """The parts of `podman container inspect` (libpod) the agent decides on, typed.
+
+    Env holds the unit's secrets too: read it for decisions, never print it.
+    """
+
+    id: str
+    name: str
+    image: str  # the image's id
+    image_name: str  # the reference it was created from, e.g. docker.io/ollama/ollama:0.6
+    image_digest: str | None
+    status: str  # State.Status: created, running, exited, ... ("" when podman gave none)
+    running: bool
+    pid: int
+    exit_code: int | None
+    oom_killed: bool
+    started_at: str | None
+    health: str  # healthy, unhealthy, starting; "" without a health check
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    networks: Mapping[str, Network] = field(default_factory=dict)
+
+    @classmethod
+    def from_inspect(cls, data: Mapping[str, Any]) -> Container:
+        """From libpod's inspect document; what is missing or mistyped reads as absent."""
+        state = _dict(data.get("State"))
+        pid, code = state.get("Pid"), state.get("ExitCode")
+        digest, started = data.get("ImageDigest"), state.get("StartedAt")
+        return cls(
+            id=_text(data.get("Id")),
+            name=_text(data.get("Name")),
+            image=_text(data.get("Image")),
+            image_name=_text(data.get("ImageName")),
+            image_digest=digest if isinstance(digest, str) else None,
+            status=_text(state.get("Status")),
+            running=bool(state.get("Running")),
+            pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
+            exit_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            oom_killed=bool(state.get("OOMKilled")),
+            started_at=started if isinstance(started, str) else None,
+            health=_health_status(state),
+            env=_env_of(_dict(data.get("Config"))),
+            networks=_networks_of(_dict(data.get("NetworkSettings"))),
+        )
+
+    def address(self, prefer: str) -> str | None:
+        """The container's IP on network `prefer` (any network's if not on that one);
+        IPv4 before IPv6 on each."""
+        ordered = [self.networks.get(prefer)]
+        ordered += [net for name, net in self.networks.items() if name != prefer]
+        for net in ordered:
+            if net is not None and (net.ip_address or net.ipv6_address):
+                return net.ip_address or net.ipv6_address
+        return None
+
+
+def inspect_container(path: Path, name: str, timeout: float = 30.0) -> Container | None:
+    """`podman container inspect`, typed; None when there is no such container."""
+    data = container_inspect(path, name, timeout)
+    return None if data is None else Container.from_inspect(data)
 
 
 def image_exists(path: Path, ref: str, timeout: float = 30.0) -> bool:

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
-from .backup.watcher import degraded_reason as backups_degraded
-from .backup.watcher import status_section as backups_section
+from .backup.status import degraded_reason as backups_degraded
+from .backup.status import status_section as backups_section
 from .snapshot import SourceSnapshot, SourceState, thaw
 
 SCHEMA_VERSION = 1

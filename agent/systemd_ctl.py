@@ -91,7 +91,7 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _error(exc: Exception, doing: str, unit: str | None = None) -> SystemdError:
+def systemd_error(exc: Exception, doing: str, unit: str | None = None) -> SystemdError:
     """An actionable message from a pystemd DBus error (err_message is systemd's text)."""
     kind = type(exc).__name__
     detail = _text(getattr(exc, "err_message", "")) or str(exc)
@@ -142,7 +142,7 @@ def _dbus_errors(doing: str, unit: str | None) -> Iterator[None]:
     try:
         yield
     except DBusBaseError as exc:
-        raise _error(exc, doing, unit) from None
+        raise systemd_error(exc, doing, unit) from None
 
 
 def _manager(bus: Any) -> Any:

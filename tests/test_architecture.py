@@ -8,6 +8,7 @@ in a function still couples the two modules. The graph is read from the source w
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,7 +90,11 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _is_cli(name: str) -> bool:
-    return name == "agent.cli" or name.endswith(".cli") or name == "agent.doctor"
+    return (
+        name in ("agent.cli", "agent.doctor")
+        or name.endswith(".cli")
+        or name.startswith("agent.doctor.")
+    )
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
@@ -143,3 +148,49 @@ def test_nothing_imports_the_daemon() -> None:
 )  # fmt: skip
 def test_low_modules_import_only_what_is_below_them(module: str, allowed: set[str]) -> None:
     assert GRAPH[module] <= allowed, sorted(GRAPH[module] - allowed)
+
+
+# Low to high; a module may import its own layer and the layers below (docs/architecture.md).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    # the watcher loop and reconnect helpers are infrastructure every source builds on
+    ("agent", "agent.config", "agent.snapshot", "agent.atomic", "agent.log", "agent.notify",
+     "agent.token", "agent.tabular", "agent.quadlet", "agent.watchers.base",
+     "agent.watchers.reconnect"),
+    ("agent.podman_api", "agent.systemd_ctl", "agent.ollama_api", "agent.client"),
+    ("agent.stack", "agent.gpu", "agent.compose", "agent.backup"),
+    ("agent.watchers",),
+    ("agent.heal",),
+    ("agent.status", "agent.metrics", "agent.api", "agent.openapi"),
+    ("agent.daemon", "agent.cli", "agent.doctor"),
+)  # fmt: skip
+
+
+def _layer(module: str) -> int:
+    """The layer of the longest prefix that names `module` or a package above it."""
+    best, rank = -1, -1
+    for i, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, rank = len(prefix), i
+    return rank
+
+
+def test_every_module_has_a_layer() -> None:
+    assert [m for m in MODULES if _layer(m) < 0] == []
+
+
+def test_no_upward_import() -> None:
+    offenders = [
+        f"{name} (layer {_layer(name)}) -> {target} (layer {_layer(target)})"
+        for name, targets in GRAPH.items()
+        for target in sorted(targets)
+        if _layer(target) > _layer(name) and not _is_cli(name)
+    ]
+    assert offenders == []
+
+
+def test_the_architecture_page_names_only_modules_that_exist() -> None:
+    page = (AGENT.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\(\.\./(agent/[\w/.]+?|tests/[\w/.]+?)\)", page))
+    missing = sorted(p for p in named if not (AGENT.parent / p).exists())
+    assert named and missing == []

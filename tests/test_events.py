@@ -23,7 +23,6 @@ import pytest
 from agent import podman_api
 from agent.watchers import events
 from agent.watchers.events import (
-    Backoff,
     ContainerEvent,
     LineSplitter,
     PodmanEventStream,
@@ -31,6 +30,7 @@ from agent.watchers.events import (
     parse_event,
     since_param,
 )
+from agent.watchers.reconnect import Backoff
 
 CID = "ce1f1a8472801cf3a4227e8a267fc43e7485d7d9abeb21ef2c8bc4508db37ab2"
 # Verbatim from Podman 5.4.2 (GET /v4.0.0/libpod/events?stream=true in the testbed).

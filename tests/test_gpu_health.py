@@ -1,17 +1,12 @@
-"""Health rules, Ollama's view and the restart policy: pure functions, time passed in."""
+"""Health rules and Ollama's view: pure functions, time passed in (the XID restart rule:
+tests/heal/test_xid_rule.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from agent.config import GpuConfig
-from agent.gpu.health import RestartPolicy, evaluate, ollama_view, summary
+from agent.gpu.health import evaluate, ollama_view, summary
 from agent.gpu.model import GpuSample
 from agent.gpu.xid import XidEvent
-from agent.snapshot import SourceState
-
-from .fixtures.gpu.fake_nvml import FakeNvml
-from .fixtures.gpu.support import Clock, make_watcher
 
 CFG = GpuConfig()
 
@@ -104,56 +99,3 @@ def test_ollama_view() -> None:
         "loaded; reset the GPU or reboot"
     ]
     assert ollama_view([], MODELS)["warnings"] == []  # no GPU: the CPU is the plan
-
-
-def test_restart_policy_never_loops() -> None:
-    cfg = GpuConfig(restart_ollama_on_xid=True, restart_cooldown=1800.0)
-    policy = RestartPolicy()
-    assert policy.decide([xid(43, 0)], False, GpuConfig(), 0) is None  # off by default
-    assert policy.decide([], False, cfg, 0) is None
-    assert policy.decide([xid(48, 0)], False, cfg, 0) is None  # not an application XID
-    first = policy.decide([xid(43, 0)], False, cfg, now=100)
-    assert first is not None and first.restart
-    assert first.message == "XID 43 (GPU stopped processing): restarting Ollama"
-    again = policy.decide([xid(43, 0)], False, cfg, now=160)
-    assert again is not None and not again.restart
-    assert again.message == (
-        "XID 43 again 1m after restarting Ollama: not restarting again within "
-        "gpu.restart_cooldown (30m)"
-    )
-    later = policy.decide([xid(13, 0)], False, cfg, now=100 + 1800)
-    assert later is not None and later.restart
-    reset = policy.decide([xid(13, 0)], True, cfg, now=10_000)
-    assert reset is not None and not reset.restart and "needs a reset" in reset.message
-
-
-async def test_watcher_restarts_ollama_once_per_cooldown(tmp_path: Path) -> None:
-    """With the real systemd hook (no D-Bus here, so it fails and says so), once only."""
-    from .fixtures.gpu.support import closed_url
-    from .test_gpu_nvml import until
-
-    clock = Clock()
-    fake = FakeNvml()
-    cfg = GpuConfig(ollama_url=closed_url(), kernel_log=False, restart_ollama_on_xid=True)
-    watcher = make_watcher(tmp_path, fake, gpu=cfg, clock=clock)
-    await watcher.poll_once()
-    uuid = fake.gpus[0].uuid
-    fake.emit_xid(0, 43)
-    await until(lambda: watcher.sampler.tracker.counts(uuid) == {43: 1})  # type: ignore[union-attr]
-    snap = await watcher.poll_once()
-    restart = snap.data["ollama"]["restart"]
-    assert restart["enabled"] is True and restart["unit"] == "ollama.service"
-    assert restart["reason"] == "XID 43 (GPU stopped processing): restarting Ollama"
-    first_at = restart["last_at"]
-    assert watcher._restart_task is not None
-    await watcher._restart_task
-    assert str(watcher._restart["result"]).startswith("failed:")
-    clock.advance(60)
-    fake.emit_xid(0, 43)
-    await until(lambda: watcher.sampler.tracker.counts(uuid) == {43: 2})  # type: ignore[union-attr]
-    task = watcher._restart_task
-    snap = await watcher.poll_once()
-    watcher.close()
-    assert watcher._restart_task is task  # no second restart inside the cooldown
-    assert snap.data["ollama"]["restart"]["last_at"] == first_at
-    assert snap.state is SourceState.OK

@@ -29,7 +29,7 @@ from .fixtures.gpu.support import Clock, closed_url, make_watcher
 A_ID = "3f9a1c27b6e04d5a8c1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e"
 
 
-async def until(condition, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def until(condition, within: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     """Wait for something a real thread does; fails (never sleeps fixed time) on a bound."""
     deadline = time.monotonic() + within
     while not condition():
@@ -359,13 +359,12 @@ async def test_shutdown_during_event_wait_stops_the_thread_and_releases_nvml(
     tmp_path: Path,
 ) -> None:
     fake = FakeNvml()
-    watcher = make_watcher(tmp_path, fake)
-    watcher._wait_ms = 500  # a long wait: the thread is inside it when we stop
+    watcher = make_watcher(tmp_path, fake, wait_ms=500)  # the thread is inside it at stop
     task = asyncio.create_task(watcher.run())
     await until(lambda: watcher.sampler is not None and fake.waits >= 1)
     sampler = watcher.sampler
-    assert sampler is not None and sampler._nvml is not None and sampler._nvml.events is not None
-    thread = sampler._nvml.events._thread
+    assert sampler is not None and sampler.xid_events is not None
+    thread = sampler.xid_events.thread
     assert thread is not None and thread.is_alive()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -430,5 +429,5 @@ async def test_store_gets_a_first_snapshot_even_when_nvml_hangs(tmp_path: Path) 
     snap = await watcher.poll_once()
     assert snap.reason == "the previous GPU sample is still running (a hung NVML call?)"
     release.set()
-    await until(lambda: not watcher.sampler._lock.locked())  # type: ignore[union-attr]
+    await until(lambda: not watcher.sampler.busy)  # type: ignore[union-attr]
     watcher.close()

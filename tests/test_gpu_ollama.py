@@ -8,24 +8,24 @@ import json
 import pytest
 from aiohttp import web
 
-from agent.gpu.ollama import fetch_ps, parse_ps
+from agent.ollama_api import fetch_ps, parse_ps
 
 from .fixtures.gpu.support import FIXTURES, closed_url
 
 
 def test_parse_recorded_ps() -> None:
     models = parse_ps(json.loads((FIXTURES / "ollama-ps.json").read_text()))
-    assert [(m["name"], m["size_bytes"], m["vram_bytes"], m["cpu_bytes"]) for m in models] == [
+    assert [(m.name, m.size_bytes, m.vram_bytes, m.cpu_bytes) for m in models] == [
         ("llama3.1:8b", 6654289920, 6654289920, 0),
         ("qwen2.5:32b", 24373125120, 17179869184, 24373125120 - 17179869184),
     ]
-    assert models[0]["expires_at"] == "2026-11-26T15:41:47.123456789Z"
+    assert models[0].expires_at == "2026-11-26T15:41:47.123456789Z"
 
 
 def test_parse_ps_without_size_vram_and_with_nothing_loaded() -> None:
     assert parse_ps({"models": []}) == []
     (model,) = parse_ps({"models": [{"model": "phi3:mini", "size": 10}]})
-    assert (model["name"], model["vram_bytes"]) == ("phi3:mini", 0)
+    assert (model.name, model.vram_bytes) == ("phi3:mini", 0)
 
 
 @pytest.mark.parametrize(

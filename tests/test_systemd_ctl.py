@@ -86,15 +86,15 @@ def test_errors_name_the_unit_and_the_fix() -> None:
     missing = DBusNoSuchUnitError(
         -2, b"org.freedesktop.systemd1.NoSuchUnit", b"Unit ollama.service not found."
     )
-    text = str(sc._error(missing, "start ollama.service", "ollama.service"))
+    text = str(sc.systemd_error(missing, "start ollama.service", "ollama.service"))
     assert text.startswith("start ollama.service: systemd has no unit 'ollama.service'")
     assert "Unit ollama.service not found." in text and "daemon-reload" in text
 
     denied = DBusAccessDeniedError(-13, b"org.freedesktop.DBus.Error.AccessDenied", b"nope")
-    assert "must run as root" in str(sc._error(denied, "stop x.service", "x.service"))
+    assert "must run as root" in str(sc.systemd_error(denied, "stop x.service", "x.service"))
 
     other = DBusFailedError(
         -5, b"org.freedesktop.DBus.Error.Failed", b"Transaction is destructive."
     )
-    text = str(sc._error(other, "start x.service", "x.service"))
+    text = str(sc.systemd_error(other, "start x.service", "x.service"))
     assert text == "start x.service: Transaction is destructive. (DBusFailedError)"

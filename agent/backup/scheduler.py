@@ -96,28 +96,29 @@ class BackupService:
         """The daemon's task: scheduler and watcher until cancelled (agent stopping)."""
         self._watcher = BackupWatcher(self.snapshots, self.watch, self)
         try:
-            self._start_scheduler(catch_up=True)  # before the first snapshot: it shows the plan
+            self.start_schedule(catch_up=True)  # before the first snapshot: it shows the plan
         except Exception:  # never take the agent down; status shows no next run
             log.exception("cannot start the backup schedule")
         watching = asyncio.create_task(self._watcher.run(), name="watch.backups")
         try:
             if self.activation.on:
-                await asyncio.to_thread(self._clean_stale_at_start)
+                await asyncio.to_thread(self.clean_stale)
             await watching
         finally:
             watching.cancel()
             await self.stop()
 
     async def stop(self) -> None:
-        self._stop_scheduler()
+        self.stop_schedule()
         task = self._current
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), STOP_WAIT)
 
-    def _clean_stale_at_start(self) -> None:
-        """Partial folders a crash left behind go at start (and before each run)."""
+    def clean_stale(self) -> None:
+        """Partial folders a crash left behind go at start (and before each run); a
+        folder locked by a CLI run or a restore is left to its holder."""
         store = BackupStore(self.config.directory)
         if not store.directory.is_dir():
             return
@@ -146,8 +147,8 @@ class BackupService:
             return
         keys = ("schedule", "timezone", "misfire_grace")
         if was_on != self.activation.on or any(getattr(old, k) != getattr(config, k) for k in keys):
-            self._stop_scheduler()
-            self._start_scheduler(catch_up=not was_on)
+            self.stop_schedule()
+            self.start_schedule(catch_up=not was_on)
             log.info("backup schedule changed", enabled=self.activation.on,
                      reason=self.activation.reason, schedule=config.schedule,
                      timezone=config.timezone)  # fmt: skip
@@ -166,14 +167,14 @@ class BackupService:
         was_on, self.activation = self.activation.on, now
         if was_on == now.on:
             return
-        self._stop_scheduler()
+        self.stop_schedule()
         try:
-            self._start_scheduler(catch_up=True)
+            self.start_schedule(catch_up=True)
         except Exception:  # never take the agent down; status shows no next run
             log.exception("cannot start the backup schedule")
         log.info("backups turned " + ("on" if now.on else "off"), reason=now.reason)
 
-    def _start_scheduler(self, catch_up: bool) -> None:
+    def start_schedule(self, catch_up: bool) -> None:
         if not self.activation.on:
             self._interval = None
             return
@@ -218,7 +219,14 @@ class BackupService:
         scheduler.start()
         self._scheduler = scheduler
 
-    def _stop_scheduler(self) -> None:
+    @property
+    def scheduled(self) -> frozenset[str]:
+        """The scheduler's jobs by id: "backup" (the schedule), "catch-up" (soon)."""
+        if self._scheduler is None:
+            return frozenset()
+        return frozenset(job.id for job in self._scheduler.get_jobs())
+
+    def stop_schedule(self) -> None:
         if self._scheduler is not None:
             with contextlib.suppress(Exception):
                 self._scheduler.shutdown(wait=False)

@@ -21,7 +21,14 @@ from . import amd
 from .model import Collection, GpuSample
 from .nvml import NvmlBackend
 from .smi import Runner, SmiBackend, run_command
-from .xid import KernelLog, XidEvent, XidTracker, parse_kernel_record, pci_key
+from .xid import (
+    KernelLog,
+    XidEvent,
+    XidEventThread,
+    XidTracker,
+    parse_kernel_record,
+    pci_key,
+)
 
 
 class SamplerBusy(Exception):
@@ -80,6 +87,16 @@ class GpuSampler:
     @property
     def kernel_log_status(self) -> str:
         return self.kernel_log.status if self.kernel_log is not None else "disabled"
+
+    @property
+    def busy(self) -> bool:
+        """A sample is running (in a worker thread; a hung NVML call keeps it so)."""
+        return self._lock.locked()
+
+    @property
+    def xid_events(self) -> XidEventThread | None:
+        """NVML's XID event thread, when NVML is loaded and events are on."""
+        return self._nvml.events if self._nvml is not None else None
 
     def sample(self) -> Collection:
         if not self._lock.acquire(blocking=False):

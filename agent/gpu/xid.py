@@ -318,6 +318,11 @@ class XidEventThread:
         self._thread: threading.Thread | None = None
         self._set: Any = None
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The waiting thread, once started (tests check that stop() ends it)."""
+        return self._thread
+
     def start(self) -> bool:
         nvml = self.nvml
         xid_type = getattr(nvml, "nvmlEventTypeXidCriticalError", XID_CRITICAL_ERROR)

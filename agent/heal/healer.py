@@ -3,9 +3,11 @@
 It is a consumer of snapshots like the API: each time the stack, probes, Podman or
 systemd snapshot changes (and when a backoff or grace period runs out), it builds one
 Observation per service, asks the pure policy (agent/heal/policy.py) what to do, runs
-the actions over D-Bus (reset-failed, then RestartUnit with the job followed to its
-end), stores the policy's state atomically, and publishes the `heal` snapshot that
-/status and the metrics read.
+the actions through the one Actuator (reset-failed, then RestartUnit with the job
+followed to its end), stores the policy's state atomically, and publishes the `heal`
+snapshot that /status and the metrics read: every action of the actuator, the person's
+and the GPU rule's too. Each round also runs the GPU rule (heal/xid.py) on the gpu
+snapshot; its restarts of Ollama count in Ollama's give-up window.
 
 It heals only what it can see: while Podman or systemd is unreachable, or the stack
 snapshot is stale, it takes no action (a blind restart of healthy services is the worst
@@ -17,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,9 +29,10 @@ import structlog
 from .. import systemd_ctl
 from ..config import AgentConfig
 from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
-from ..stack.model import START_TIMEOUT
+from ..stack.actuator import Act, Actuator
 from . import state as heal_state
 from .policy import Action, Observation, ServiceHealState, decide, manual_reset, reload_reset
+from .xid import XidRule
 
 log = structlog.get_logger(component="heal")
 SOURCE = "heal"
@@ -118,12 +120,16 @@ class Healer:
         config: AgentConfig,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
-        restarted: Callable[[str], None] = lambda service: None,
         hold: Callable[[], bool] = lambda: False,
+        actuator: Actuator | None = None,
+        xid_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self._hold = hold  # true while a person's apply or service action runs
-        self._restarted = restarted  # e.g. wake the probes: judge the new container soon
+        self.actuator = actuator or Actuator(clock)
+        self.actuator.listen(self._on_act)
+        self.xid = XidRule(self.actuator, xid_clock)
+        self._gpu = config.gpu
         self.config = config.heal
         self._stale_after = max(3 * config.watch.interval, 30.0)
         self._clock = clock
@@ -132,10 +138,7 @@ class Healer:
         self._saved: dict[str, tuple[Any, ...]] = {}
         self._loaded = False
         self._warnings: tuple[str, ...] = ()
-        self._busy: set[str] = set()
         self._jobs: set[asyncio.Task[None]] = set()
-        self._actions: Counter[tuple[str, str, str]] = Counter()
-        self._last: list[dict[str, Any]] = []  # the most recent actions, newest last
         self._wake = asyncio.Event()
 
     # --- control ------------------------------------------------------------------
@@ -143,6 +146,7 @@ class Healer:
     def configure(self, config: AgentConfig, reloaded: bool = False) -> None:
         """A (re)loaded config; a reload also forgets every give-up: it may be the fix."""
         self.config = config.heal
+        self._gpu = config.gpu
         self._stale_after = max(3 * config.watch.interval, 30.0)
         if reloaded and self._loaded:
             self._states = reload_reset(self._states)
@@ -159,12 +163,39 @@ class Healer:
     def wake(self) -> None:
         self._wake.set()
 
-    # --- loop ---------------------------------------------------------------------
+    @property
+    def states(self) -> Mapping[str, ServiceHealState]:
+        """The policy's state per service, as last decided."""
+        return dict(self._states)
 
-    async def run(self) -> None:
+    @property
+    def busy(self) -> frozenset[str]:
+        """Services with an action of the actuator running (any part's)."""
+        return self.actuator.busy
+
+    async def load(self) -> None:
+        """Read the policy's state file (run() does this first)."""
         loaded = await asyncio.to_thread(heal_state.load, self.config.state_file)
         self._states, self._warnings, self._loaded = loaded.states, loaded.warnings, True
         self._saved = _durable(self._states)
+
+    async def settle(self) -> None:
+        """Wait for the actions this healer and its GPU rule started (tests, stop)."""
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await self.xid.settle()
+
+    def _on_act(self, act: Act) -> None:
+        """Every part's action ends here too: a GPU restart counts in Ollama's give-up
+        window (one window, whoever restarts), and any action means: look again."""
+        if act.by == "gpu" and act.action == "restart" and self._loaded:
+            st = self._states.get(act.service, ServiceHealState())
+            self._states[act.service] = replace(st, restarts=(*st.restarts, act.at))
+        self._wake.set()
+
+    # --- loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.load()
         changed = self.store.subscribe()
         seen: tuple[float, ...] = ()
         try:
@@ -195,7 +226,7 @@ class Healer:
         snaps = self.store.latest()
         return tuple(
             snaps[s].taken_monotonic if s in snaps else -1.0
-            for s in ("stack", "probes", "podman", "systemd")
+            for s in ("stack", "probes", "podman", "systemd", "gpu")
         )
 
     def _next_wakeup(self) -> float:
@@ -212,13 +243,14 @@ class Healer:
     async def round(self) -> list[Action]:
         """One decision round; returns the actions started (for tests)."""
         snaps = self.store.latest()
+        self.xid.observe(snaps.get("gpu"), self._gpu)  # its own switch: gpu.restart_ollama_on_xid
         now = self._clock()
         blind = blindness(snaps, self._stale_after)
         if blind.reason is None and self._hold():
             blind = Blind("an apply or a service action is running; healing resumes after it")
         actions: list[Action] = []
         if self.config.enabled and blind.reason is None:
-            obs = observations(snaps, frozenset(self._busy))
+            obs = observations(snaps, self.actuator.busy)
             actions, self._states = decide(self.config, obs, self._states, now, self._rng)
             for action in actions:
                 self._start(action)
@@ -227,37 +259,23 @@ class Healer:
         return actions
 
     def _start(self, action: Action) -> None:
-        key = (action.service, action.action, action.code)
-        self._actions[key] += 1
-        entry = {"service": action.service, "action": action.action, "reason_code": action.code,
-                 "reason": action.reason, "at": _iso(self._clock())}  # fmt: skip
-        self._last = [*self._last[-19:], entry]
         if action.action == "give-up":
             log.error("giving up on a service", service=action.service, reason=action.reason)
+            self.actuator.note(action.service, "give-up", "healer", action.code, action.reason)
             return
         log.warning("healing a service", service=action.service, action=action.action,
                     reason=action.reason)  # fmt: skip
-        self._busy.add(action.service)
         task = asyncio.create_task(self._execute(action), name=f"heal.{action.service}")
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
     async def _execute(self, action: Action) -> None:
         try:
-            if action.action == "reset-failed":
-                await asyncio.to_thread(systemd_ctl.reset_failed, action.unit)
-                log.info("reset-failed before the restart (clears systemd's start limit)",
-                         unit=action.unit)  # fmt: skip
-            outcome = await asyncio.to_thread(systemd_ctl.restart, action.unit, START_TIMEOUT)
-            level = log.info if outcome.ok else log.warning
-            level("restart finished", unit=action.unit, result=outcome.result,
-                  active_state=outcome.active_state)  # fmt: skip
+            await self.actuator.act(
+                action.service, action.action, "healer", action.code, action.reason
+            )
         except systemd_ctl.SystemdError as exc:
             log.error("restart failed", unit=action.unit, error=str(exc))
-        finally:
-            self._busy.discard(action.service)
-            self._restarted(action.service)
-            self._wake.set()
 
     async def _save(self) -> None:
         durable = _durable(self._states)
@@ -287,7 +305,7 @@ class Healer:
                 "next_attempt_at": _iso(st.next_attempt)
                 if st.next_attempt > self._clock()
                 else None,
-                "restarting": name in self._busy,
+                "restarting": name in self.actuator.busy,
             }
         data = {
             "enabled": self.config.enabled,
@@ -295,9 +313,20 @@ class Healer:
             "services": services,
             "actions": [
                 {"service": s, "action": a, "reason": r, "count": n}
-                for (s, a, r), n in sorted(self._actions.items())
+                for (s, a, r), n in sorted(self.actuator.counts.items())
             ],
-            "recent": list(self._last),
+            "recent": [
+                {
+                    "service": a.service,
+                    "action": a.action,
+                    "by": a.by,
+                    "reason_code": a.code,
+                    "reason": a.reason,
+                    "at": _iso(a.at),
+                    "result": a.result or None,
+                }
+                for a in self.actuator.recent
+            ],
             "warnings": list(self._warnings),
         }
         gave_up = [n for n, s in services.items() if s["state"] == "gave-up"]

@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import systemd_ctl
 from ..config import AgentConfig
 from . import models, secrets
+from .actuator import ActionName, Actuator
 from .apply import ApplyReport, apply
-from .model import SERVICES, START_TIMEOUT, STOP_TIMEOUT, unit_of
+from .model import SERVICES
 from .update import UpdateReport, update
 
 ACTIONS = ("start", "stop", "restart")
@@ -43,8 +43,12 @@ class StackControl:
         config: Callable[[], AgentConfig],
         changed: Callable[[], None],
         taken_over: Callable[[str], None] = lambda service: None,
+        actuator: Actuator | None = None,
     ) -> None:
         self._config = config
+        # A person's restarts go through the one actuator: recorded and counted with the
+        # healer's and the GPU rule's, and never at the same time as theirs.
+        self._actuator = actuator or Actuator()
         self._changed = changed  # wakes the stack watcher after an action
         # A person started, stopped or restarted a service: the healer starts afresh.
         self._taken_over = taken_over
@@ -89,9 +93,10 @@ class StackControl:
                 results = []
                 for spec in SERVICES:
                     if spec.name in users and spec.settings(config.stack).enabled:
-                        outcome = await asyncio.to_thread(
-                            systemd_ctl.restart, unit_of(spec.name), START_TIMEOUT
-                        )
+                        outcome = await self._actuator.act(
+                            spec.name, "restart", "person", "secret-rotated",
+                            f"aistack secrets rotate {name}",
+                        )  # fmt: skip
                         result = ServiceResult(
                             spec.name, "restart", outcome.ok, outcome.result, outcome.active_state
                         )
@@ -109,13 +114,14 @@ class StackControl:
             raise UnknownService(f"service {name!r} is disabled in stack.{name.replace('-', '_')}")
         if action not in ACTIONS:
             raise UnknownService(f"no action {action!r}; one of {', '.join(ACTIONS)}")
-        job = {"start": systemd_ctl.start, "stop": systemd_ctl.stop,
-               "restart": systemd_ctl.restart}[action]  # fmt: skip
-        timeout = STOP_TIMEOUT if action == "stop" else START_TIMEOUT
+        verb: ActionName = "start" if action == "start" else "stop" if action == "stop" \
+            else "restart"  # fmt: skip
         self._taken_over(name)  # the healer forgets a give-up or a wait for a dependency
         async with self._lock:
             try:
-                outcome = await asyncio.to_thread(job, unit_of(name), timeout)
+                outcome = await self._actuator.act(
+                    name, verb, "person", "manual", f"aistack {action} {name}"
+                )
             finally:
                 self._changed()
         return ServiceResult(name, action, outcome.ok, outcome.result, outcome.active_state)

@@ -1,72 +1,36 @@
-"""Ollama's models through its API: list, pull (streamed progress), remove.
+"""The stack's models: what `aistack models`, apply and the API's pull ask of Ollama.
 
-Used by `aistack models` (directly, no agent needed) and by apply, which pulls the models
-`stack.ollama.models` declares once Ollama is healthy. Blocking (urllib): the agent calls
-it from a worker thread.
+Speaking Ollama's API is agent.ollama_api's job; this module is the stack's use of it at
+one base URL (gpu.ollama_url), and its one rule: a pull counts only when it ends in
+`success`. Blocking: the agent calls it from a worker thread. OllamaError is the
+ollama_api one, named here too because the CLI and the API report it.
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
+from ..ollama_api import Model, OllamaClient, OllamaError, Progress
 
-class OllamaError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    size: int
-    modified_at: str
-
-
-@dataclass(frozen=True)
-class Progress:
-    status: str
-    completed: int | None
-    total: int | None
-
-
-def _request(url: str, method: str = "GET", body: Any = None, timeout: float = 30) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        return urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace").strip()
-        raise OllamaError(f"{method} {url}: {exc.code} {detail}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise OllamaError(f"Ollama is not answering at {url}: {exc}") from None
+__all__ = [
+    "Model",
+    "OllamaError",
+    "Progress",
+    "list_models",
+    "missing",
+    "pull",
+    "pull_all",
+    "remove",
+]
 
 
 def list_models(base: str) -> list[Model]:
-    with _request(f"{base}/api/tags") as resp:
-        doc = json.load(resp)
-    return [
-        Model(str(m.get("name")), int(m.get("size") or 0), str(m.get("modified_at") or ""))
-        for m in doc.get("models") or []
-    ]
+    return OllamaClient(base).tags()
 
 
 def pull(base: str, name: str, timeout: float = 3600) -> Iterator[Progress]:
-    """Stream /api/pull's JSON lines; raises OllamaError on an `error` line."""
-    with _request(f"{base}/api/pull", "POST", {"model": name, "stream": True}, timeout) as resp:
-        for raw in resp:
-            line = raw.strip()
-            if not line:
-                continue
-            doc = json.loads(line)
-            if "error" in doc:
-                raise OllamaError(f"pull {name}: {doc['error']}")
-            yield Progress(str(doc.get("status", "")), doc.get("completed"), doc.get("total"))
+    """Stream /api/pull's progress; raises OllamaError on an `error` line."""
+    return OllamaClient(base).pull(name, timeout)
 
 
 def pull_all(base: str, name: str, on_progress: Callable[[Progress], None]) -> str:
@@ -81,12 +45,9 @@ def pull_all(base: str, name: str, on_progress: Callable[[Progress], None]) -> s
 
 
 def remove(base: str, name: str) -> None:
-    with _request(f"{base}/api/delete", "DELETE", {"model": name}):
-        pass
+    OllamaClient(base).delete(name)
 
 
 def missing(base: str, wanted: tuple[str, ...]) -> list[str]:
     """Declared models Ollama does not have (a name without a tag means :latest)."""
-    have = {m.name for m in list_models(base)}
-    have |= {n.removesuffix(":latest") for n in have}
-    return [w for w in wanted if w not in have and f"{w}:latest" not in have]
+    return OllamaClient(base).missing(wanted)

@@ -25,8 +25,6 @@ import errno
 import json
 import math
 import re
-import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,8 @@ import aiohttp
 
 from .. import podman_api
 from ..config import StackConfig
-from ..gpu.ollama import parse_ps
+from ..ollama_api import parse_ps, parse_version
+from ..podman_api import Container
 from .model import SERVICES, enabled_names
 
 STACK_NETWORK = "aistack"  # units/aistack.network: NetworkName=aistack
@@ -226,7 +225,9 @@ def _ollama_version(answer: _Answer) -> tuple[bool, str]:
     data, problem = _json_or_problem(path, answer)
     if problem:
         return False, problem
-    if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+    try:
+        parse_version(data)
+    except ValueError:
         return False, f"{path} answered without a version: {_excerpt(json.dumps(data))}"
     return True, "ok"
 
@@ -285,61 +286,19 @@ class _ExecUnavailable(Exception):
 
 
 def _run_exec(socket: Path, container: str, cmd: Sequence[str], within: float) -> _ExecOutcome:
-    """Run cmd in the container and wait at most `within` seconds (blocking: a thread).
-
-    The stream has no timeout of its own once started, so a timer aborts it at the
-    deadline; the tools run here carry their own time limit too, so none lingers.
-    """
-    deadline = time.monotonic() + within
-
-    def left() -> float:
-        return max(0.1, deadline - time.monotonic())
-
+    """Run cmd in the container and wait at most `within` seconds (blocking: a thread);
+    the tools run here carry their own time limit too, so none lingers."""
     try:
-        exec_id = podman_api.exec_create(
-            socket, container, cmd, env=["LC_MESSAGES=C"], timeout=left()
+        result = podman_api.run_exec(
+            socket, container, cmd, within, env=["LC_MESSAGES=C"], cap=_OUTPUT_CAP
         )
-        stream = podman_api.ExecStream(socket, exec_id, connect_timeout=left())
+    except podman_api.ContainerNotFound:
+        raise _ExecUnavailable(f"container {container!r} went away during the probe") from None
+    except podman_api.ExecStreamError as exc:
+        raise _ExecUnavailable(f"exec stream broke: {exc}") from None
     except podman_api.PodmanApiError as exc:
-        text = str(exc)
-        if text.startswith("no container"):
-            text = f"container {container!r} went away during the probe"
-        raise _ExecUnavailable(text) from None
-    timed_out = threading.Event()
-
-    def expire() -> None:
-        timed_out.set()
-        stream.abort()
-
-    timer = threading.Timer(left(), expire)
-    timer.daemon = True
-    timer.start()
-    output = bytearray()
-    try:
-        while (frame := stream.demux.frame()) is not None:
-            if len(output) < _OUTPUT_CAP:
-                output += frame[1][: _OUTPUT_CAP - len(output)]
-    except (OSError, ValueError, podman_api.PodmanApiError) as exc:
-        if not timed_out.is_set():
-            raise _ExecUnavailable(f"exec stream broke: {exc}") from None
-    finally:
-        timer.cancel()
-        stream.close()
-    text = output.decode(errors="replace")
-    if timed_out.is_set():
-        return _ExecOutcome(None, text)
-    grace = deadline + 1.0  # podman records the exit code just after the stream ends
-    while True:
-        try:
-            info = podman_api.exec_inspect(socket, exec_id, timeout=max(0.5, left()))
-        except podman_api.PodmanApiError as exc:
-            raise _ExecUnavailable(str(exc)) from None
-        code = info.get("ExitCode")
-        if not info.get("Running") and isinstance(code, int):
-            return _ExecOutcome(code, text)
-        if time.monotonic() > grace:
-            return _ExecOutcome(None, text)
-        time.sleep(0.05)
+        raise _ExecUnavailable(str(exc)) from None
+    return _ExecOutcome(result.exit_code, result.output)
 
 
 def _last_line(text: str, prefixes: Sequence[str] = ()) -> str:
@@ -442,28 +401,6 @@ async def _reach_ollama(url: str, socket: Path, within: float) -> Check:
 # --------------------------------------------------------------------------- services
 
 
-def _env(inspect: Mapping[str, Any]) -> dict[str, str]:
-    """Config.Env as a dict: read for decisions only, never printed (it holds secrets)."""
-    out: dict[str, str] = {}
-    for item in (inspect.get("Config") or {}).get("Env") or ():
-        if isinstance(item, str) and "=" in item:
-            key, _, value = item.partition("=")
-            out[key] = value
-    return out
-
-
-def container_address(inspect: Mapping[str, Any]) -> str | None:
-    """The container's IP on the stack network (any network's, if not on that one)."""
-    networks = (inspect.get("NetworkSettings") or {}).get("Networks") or {}
-    ordered = [networks.get(STACK_NETWORK)] + [v for k, v in networks.items() if k != STACK_NETWORK]
-    for net in ordered:
-        if isinstance(net, dict):
-            address = net.get("IPAddress") or net.get("GlobalIPv6Address")
-            if isinstance(address, str) and address:
-                return address
-    return None
-
-
 def _own_database(env: Mapping[str, str]) -> bool:
     """Whether Open WebUI's database is its own (SQLite in its volume, or one the agent
     does not manage), rather than the stack's PostgreSQL (host postgres or its alias db)."""
@@ -483,22 +420,21 @@ def _down(service: str, name: str, detail: str) -> ProbeResult:
 
 async def probe_service(
     service: str,
-    inspect: Mapping[str, Any] | None,
+    container: Container | None,
     stack: StackConfig,
     socket: Path,
     timeout: float,  # noqa: ASYNC109 (bounds each check; asyncio.timeout cannot say which)
     session: aiohttp.ClientSession,
     ports: Mapping[str, int] = CONTAINER_PORTS,
 ) -> ProbeResult:
-    """Probe one service; `inspect` is its container's libpod inspect (None: no container).
-    Its checks run concurrently, each bounded by `timeout`."""
-    if inspect is None:
+    """Probe one service; `container` is its container as Podman inspects it (None: no
+    container). Its checks run concurrently, each bounded by `timeout`."""
+    if container is None:
         return _down(service, "container", f"no container (is {service}.service running?)")
-    state = inspect.get("State") or {}
-    if not state.get("Running"):
-        status = state.get("Status") or "not running"
-        code = state.get("ExitCode")
-        extra = f", exit code {code}" if isinstance(code, int) and status == "exited" else ""
+    if not container.running:
+        status = container.status or "not running"
+        code = container.exit_code
+        extra = f", exit code {code}" if code is not None and status == "exited" else ""
         return _down(
             service,
             "container",
@@ -506,7 +442,7 @@ async def probe_service(
         )
     if service == "postgres":
         return _result(service, [await _pg_isready(stack, socket, timeout)])
-    address = container_address(inspect)
+    address = container.address(STACK_NETWORK)
     if address is None:
         return _down(
             service,
@@ -524,7 +460,7 @@ async def probe_service(
         checks.append(http("api/version", True, "/api/version", _ollama_version))
         checks.append(http("api/ps", False, "/api/ps", _ollama_ps))
     elif service == "open-webui":
-        env = _env(inspect)
+        env = container.env
         checks.append(http("health", True, "/health", _status_true("/health")))
         # Open WebUI's database is its own (SQLite in its volume): when /health/db fails,
         # the UI cannot log anyone in, and restarting it re-opens the database. Only when
@@ -549,7 +485,7 @@ async def probe_service(
 
 async def _bounded(
     service: str,
-    inspect: Mapping[str, Any] | None,
+    container: Container | None,
     stack: StackConfig,
     socket: Path,
     within: float,
@@ -560,7 +496,7 @@ async def _bounded(
     trouble, reported but never counted toward a restart."""
     try:
         return await asyncio.wait_for(
-            probe_service(service, inspect, stack, socket, within, session, ports),
+            probe_service(service, container, stack, socket, within, session, ports),
             within + _GRACE,
         )
     except TimeoutError:
@@ -574,16 +510,16 @@ async def probe_all(
     stack: StackConfig,
     socket: Path,
     timeout: float,  # noqa: ASYNC109 (bounds each check, see probe_service)
-    inspects: Mapping[str, Mapping[str, Any] | None],
+    containers: Mapping[str, Container | None],
     ports: Mapping[str, int] = CONTAINER_PORTS,
 ) -> dict[str, ProbeResult]:
     """Probe every enabled service concurrently (one HTTP session); service -> result.
-    A service missing from `inspects` has no container."""
+    A service missing from `containers` has no container."""
     enabled = enabled_names(stack)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         results = await asyncio.gather(
             *(
-                _bounded(name, inspects.get(name), stack, socket, timeout, session, ports)
+                _bounded(name, containers.get(name), stack, socket, timeout, session, ports)
                 for name in enabled
             )
         )

@@ -46,12 +46,12 @@ def update(
             continue
         name, unit = spec.name, unit_of(spec.name)
         try:
-            container = podman_api.container_inspect(socket, name)
+            container = podman_api.inspect_container(socket, name)
             if container is None:
                 report.failed[name] = "no container: run aistack up first"
                 report.ok = False
                 continue
-            ref, current = str(container.get("ImageName")), str(container.get("Image"))
+            ref, current = container.image_name, container.image
             if "@" in ref:
                 report.unchanged.append(name)  # pinned by digest: nothing newer exists
                 continue

@@ -44,6 +44,15 @@ class Watcher(abc.ABC):
         """Look again now: an event says the external system changed."""
         self._wake.set()
 
+    @property
+    def wake_pending(self) -> bool:
+        """A wake-up is waiting for the loop (an event asked for a poll)."""
+        return self._wake.is_set()
+
+    def clear_wake(self) -> None:
+        """Forget a pending wake-up (the loop does this when it polls)."""
+        self._wake.clear()
+
     def reconfigure(self, config: WatchConfig) -> None:
         """Take a reloaded config and poll again at once."""
         self.config = config

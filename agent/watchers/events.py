@@ -33,6 +33,7 @@ import aiohttp
 import structlog
 
 from .. import podman_api
+from .reconnect import Backoff, StateReport
 
 log = structlog.get_logger(component="watch.events")
 
@@ -188,49 +189,6 @@ def since_param(newest_ns: int, margin_ns: int = REPLAY_MARGIN_NS) -> str:
     return f"{stamp}.{frac:09d}Z"
 
 
-class Backoff:
-    """Delays between reconnects: initial, doubled each time, never above maximum."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        if initial <= 0 or maximum < initial:
-            raise ValueError(f"backoff needs 0 < initial <= maximum, got {initial}, {maximum}")
-        self.initial = initial
-        self.maximum = maximum
-        self._next = initial
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
-
-
-class StateReport:
-    """Tells a consumer whether an event source is connected, once per change: a source
-    retrying with backoff must not repeat the same warning every few seconds."""
-
-    def __init__(
-        self, consumer: Callable[[bool, str | None], None], what: str, logger: Any = log
-    ) -> None:
-        self.consumer = consumer
-        self.what = what
-        self.log = logger
-        self.last: tuple[bool, str | None] | None = None
-
-    def __call__(self, connected: bool, reason: str | None) -> None:
-        if self.last == (connected, reason):
-            return
-        if not connected:
-            self.log.warning(f"{self.what} unavailable", reason=reason)
-        self.last = (connected, reason)
-        try:
-            self.consumer(connected, reason)
-        except Exception:
-            self.log.exception(f"{self.what} state consumer failed")
-
-
 class _Dropped(Exception):
     """The stream could not be opened or ended; the message says why, for a person."""
 
@@ -259,7 +217,7 @@ class PodmanEventStream:
         self.seen = SeenEvents()
         self.newest_ns: int | None = None  # newest event delivered, or when it went live
         self._connected = False
-        self._report = StateReport(on_state, "podman events")
+        self._report = StateReport(on_state, "podman events", log)
 
     @property
     def connected(self) -> bool:

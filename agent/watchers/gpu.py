@@ -14,39 +14,27 @@ import collections
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..config import AgentConfig, GpuConfig, WatchConfig
-from ..gpu.health import Health, RestartPolicy, evaluate, ollama_view, summary
+from ..gpu.health import Health, evaluate, ollama_view, summary
 from ..gpu.model import GpuSample
-from ..gpu.ollama import Fetch, fetch_ps
 from ..gpu.sampler import GpuPaths, GpuSampler, SamplerBusy, import_pynvml
 from ..gpu.smi import Runner, run_command
 from ..gpu.xid import XidEvent, xid_name
+from ..ollama_api import Fetch, fetch_ps
 from ..snapshot import SnapshotStore, SourceState
 from .base import SourceUnavailable, Watcher
 
 NVIDIA_PROC = Path("/proc/driver/nvidia")
 DRM_ROOT = Path("/sys/class/drm")
 
-RestartHook = Callable[[str], Awaitable[None]]
-
-
-def _restart_unit(unit: str) -> None:
-    from pystemd.systemd1 import Manager
-
-    with Manager() as manager:
-        manager.Manager.RestartUnit(unit.encode(), b"replace")
-
-
-async def restart_with_systemd(unit: str) -> None:
-    await asyncio.to_thread(_restart_unit, unit)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+XID_LOG = 64  # drained XID events kept in the snapshot, for the GPU rule (heal/xid.py)
+# The GPU rule's last restart of Ollama, as /status shows it (last_at, reason, result);
+# read from the actuator's record: this watcher only observes.
+LastRestart = Callable[[], Mapping[str, Any] | None]
 
 
 class GpuWatcher(Watcher):
@@ -66,7 +54,7 @@ class GpuWatcher(Watcher):
         smi_command: Callable[[], str | None] = lambda: shutil.which("nvidia-smi"),
         smi_run: Runner = run_command,
         ollama_fetch: Fetch = fetch_ps,
-        restart_ollama: RestartHook = restart_with_systemd,
+        last_restart: LastRestart = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         wait_ms: int = 500,
@@ -74,19 +62,18 @@ class GpuWatcher(Watcher):
         super().__init__(store, config)
         self.gpu = gpu or GpuConfig()
         self.sampler: GpuSampler | None = None
-        self.policy = RestartPolicy()
         self._load_nvml = load_nvml
         self._smi_command = smi_command
         self._smi_run = smi_run
         self._ollama_fetch = ollama_fetch
-        self._restart_ollama = restart_ollama
+        self._last_restart = last_restart
         self.clock = clock
         self.wall = wall
         self._wait_ms = wait_ms
         self._levels: dict[str, str] = {}
         self._partial: set[str] = set()
-        self._restart: dict[str, Any] = {"last_at": None, "reason": None, "result": None}
-        self._restart_task: asyncio.Task[None] | None = None
+        self._xid_seq = 0
+        self._xid_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=XID_LOG)
 
     def configure(self, config: AgentConfig) -> None:
         self.configure_gpu(config.gpu)
@@ -157,12 +144,15 @@ class GpuWatcher(Watcher):
             )
         new = tracker.drain_new()
         self._log_changes(judged, new, ps.models)
+        for event in new:
+            self._xid_seq += 1
+            self._xid_log.append({"seq": self._xid_seq, "uuid": event.uuid, **event.as_dict()})
         ollama = ollama_view(judged, ps.models)
-        self._maybe_restart(new, judged, now)
+        restarted = self._last_restart() or {}
+        restart = {key: restarted.get(key) for key in ("last_at", "reason", "result")}
         ollama.update(
             url=cfg.ollama_url, reachable=ps.reachable, error=ps.error, models=ps.models,
-            restart={"enabled": cfg.restart_ollama_on_xid, "unit": cfg.ollama_unit,
-                     **self._restart},
+            restart={"enabled": cfg.restart_ollama_on_xid, "unit": cfg.ollama_unit, **restart},
         )  # fmt: skip
         vendors = sorted({g.vendor for g in collection.gpus})
         data: dict[str, Any] = {
@@ -175,6 +165,7 @@ class GpuWatcher(Watcher):
                 "events": sampler.event_status,
                 "kernel_log": sampler.kernel_log_status,
                 "unattributed": {str(k): v for k, v in sorted(tracker.counts(None).items())},
+                "log": list(self._xid_log),  # seq-numbered: the GPU rule takes the new ones
             },
             "ollama": ollama,
         }
@@ -211,25 +202,3 @@ class GpuWatcher(Watcher):
                 self.log.warning("ollama model partly on the CPU", model=model["name"],
                                  size=model["size_bytes"], vram=model["vram_bytes"])  # fmt: skip
         self._partial = partial
-
-    def _maybe_restart(
-        self, new: list[XidEvent], judged: list[tuple[GpuSample, Health]], now: float
-    ) -> None:
-        decision = self.policy.decide(new, any(not h.healthy for _, h in judged), self.gpu, now)
-        if decision is None:
-            return
-        self.log.warning("ollama restart on xid", restart=decision.restart,
-                         message=decision.message)  # fmt: skip
-        if not decision.restart:
-            return
-        self._restart.update(last_at=_iso(self.wall()), reason=decision.message, result="pending")
-        self._restart_task = asyncio.create_task(self._do_restart(self.gpu.ollama_unit))
-
-    async def _do_restart(self, unit: str) -> None:
-        try:
-            await self._restart_ollama(unit)
-        except Exception as exc:
-            self._restart["result"] = f"failed: {exc}"
-            self.log.error("ollama restart failed", unit=unit, error=str(exc))
-        else:
-            self._restart["result"] = "requested"

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from .events import Backoff, StateReport
+from .reconnect import Backoff, StateReport
 
 log = structlog.get_logger(component="watch.unit_signals")
 

@@ -15,7 +15,7 @@ import pytest
 from agent.backup.activation import POSTGRES_UNIT_FILE, decide
 from agent.backup.model import BackupsDisabled
 from agent.backup.scheduler import BackupService
-from agent.backup.watcher import status_section
+from agent.backup.status import status_section
 from agent.config import BackupConfig, PostgresConfig, StackConfig, WatchConfig
 from agent.snapshot import SnapshotStore, SourceSnapshot
 
@@ -90,7 +90,7 @@ async def test_the_service_turns_on_after_apply_and_off_when_postgres_goes(
         await _wait("backups on", lambda: bool(published().data.get("enabled")))  # type: ignore[union-attr]
         view = service.view()
         assert view.enabled and view.interval_seconds == 86400
-        jobs = {job.id for job in service._scheduler.get_jobs()}
+        jobs = set(service.scheduled)
         assert jobs == {"backup", "catch-up"}  # no backup yet: the first one comes soon
         assert status_section(published())["state"] == "pending"
 

@@ -50,7 +50,7 @@ def _service(tmp_path: Path, **kw: object) -> BackupService:
 
 
 def _jobs(service: BackupService) -> set[str]:
-    return {job.id for job in service._scheduler.get_jobs()}
+    return set(service.scheduled)
 
 
 @pytest.mark.parametrize(
@@ -64,14 +64,14 @@ async def test_catch_up_only_when_the_last_success_is_older_than_the_interval(
     if age is not None:
         _backup(tmp_path / "b", time.time() - age)
     service = _service(tmp_path)
-    service._start_scheduler(catch_up=True)
+    service.start_schedule(catch_up=True)
     try:
         assert _jobs(service) == ({"backup", "catch-up"} if catch_up else {"backup"})
         view = service.view()
         assert view.interval_seconds == 3600
         assert view.next_run_at is not None and view.next_run_at - time.time() <= 3600
     finally:
-        service._stop_scheduler()
+        service.stop_schedule()
 
 
 async def test_reconfigure_reschedules_and_disabling_stops(tmp_path: Path) -> None:
@@ -104,11 +104,11 @@ async def test_stale_partials_are_removed_at_start(tmp_path: Path) -> None:
     _backup(tmp_path / "b", time.time())
     (tmp_path / "b" / ".partial-20260101T030000Z").mkdir()
     service = _service(tmp_path)
-    service._clean_stale_at_start()
+    service.clean_stale()
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_dir()) == [
         p.name for p in (tmp_path / "b").iterdir() if p.is_dir() and p.name[0] != "."
     ]
     with BackupStore(tmp_path / "b").lock("a CLI run"):
         (tmp_path / "b" / ".partial-x").mkdir()
-        service._clean_stale_at_start()  # busy: left to the lock holder
+        service.clean_stale()  # busy: left to the lock holder
         assert (tmp_path / "b" / ".partial-x").exists()

@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.backup.metrics import BackupCollector
-from agent.backup.watcher import backups_document, degraded_reason, health, status_section
+from agent.backup.status import backups_document, degraded_reason, health, status_section
 from agent.snapshot import SourceSnapshot, SourceState
 from agent.status import overall
 

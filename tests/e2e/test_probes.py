@@ -38,8 +38,8 @@ from agent.stack.probes import probe_all
 from agent.stack.model import SERVICES
 stack = load_config(Path("/etc/aistack/agent.yaml")).stack
 sock = Path("/run/podman/podman.sock")
-inspects = {s.name: podman_api.container_inspect(sock, s.name) for s in SERVICES}
-results = asyncio.run(probe_all(stack, sock, float(sys.argv[1]), inspects))
+containers = {s.name: podman_api.inspect_container(sock, s.name) for s in SERVICES}
+results = asyncio.run(probe_all(stack, sock, float(sys.argv[1]), containers))
 print(json.dumps({k: dataclasses.asdict(v) for k, v in results.items()}))
 """
 

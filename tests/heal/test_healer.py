@@ -136,7 +136,7 @@ async def test_blind_healer_takes_no_action_and_says_why(tmp_path: Path) -> None
         {"ollama": svc("failed", "failed", "exit-code")}, podman=SourceState.UNAVAILABLE
     )
     healer = Healer(store, config(tmp_path), clock=lambda: NOW)
-    healer._loaded = True
+    await healer.load()
     assert await healer.round() == []
     heal = store.get("heal")
     assert heal is not None and heal.state is SourceState.DEGRADED
@@ -152,13 +152,13 @@ async def test_no_action_while_a_persons_apply_or_service_action_runs(tmp_path: 
     store = store_with({"ollama": svc("failed", "failed", "exit-code", "unknown")})
     busy = [True]
     healer = Healer(store, config(tmp_path), clock=lambda: NOW, hold=lambda: busy[0])
-    healer._loaded = True
+    await healer.load()
     assert await healer.round() == []
     heal = store.get("heal")
     assert heal is not None and "an apply or a service action is running" in heal.data["paused"]
     busy[0] = False
     assert [a.service for a in await healer.round()] == ["ollama"]
-    await asyncio.wait_for(asyncio.gather(*healer._jobs), timeout=30)
+    await asyncio.wait_for(healer.settle(), timeout=30)
 
 
 async def test_failed_action_is_counted_logged_and_leaves_the_service_free(
@@ -167,13 +167,13 @@ async def test_failed_action_is_counted_logged_and_leaves_the_service_free(
     """No system D-Bus on this host: the reset-failed call fails for real."""
     store = store_with({"litellm": svc("failed", "failed", "start-limit-hit", "unknown")})
     healer = Healer(store, config(tmp_path), clock=lambda: NOW, rng=lambda: 0.5)
-    healer._loaded = True
+    await healer.load()
     actions = await healer.round()
     assert [(a.service, a.action, a.code) for a in actions] == [
         ("litellm", "reset-failed", "start-limit")
     ]
-    await asyncio.wait_for(asyncio.gather(*healer._jobs), timeout=30)
-    assert healer._busy == set()
+    await asyncio.wait_for(healer.settle(), timeout=30)
+    assert healer.busy == frozenset()
     saved = heal_state.load(tmp_path / "heal-state.json").states["litellm"]
     assert saved.status == "backing-off" and saved.restarts == (NOW,)
     assert saved.next_attempt == NOW + 5.0  # backoff_initial, jitter 0 at rng 0.5
@@ -239,8 +239,7 @@ async def test_gave_up_makes_status_failed_and_503_until_a_manual_restart(
     store = store_with({"ollama": svc("failed", "failed", "exit-code", "unknown")})
     cfg = config(tmp_path)
     healer = Healer(store, cfg, clock=lambda: NOW)
-    healer._states = heal_state.load(path).states
-    healer._loaded = True
+    await healer.load()  # the state file above
     await healer.round()
     doc = status_document(AgentInfo("/x"), store.latest())
     assert doc["state"] == "failed"
@@ -263,16 +262,18 @@ async def test_a_config_reload_forgets_every_give_up(tmp_path: Path) -> None:
     store = store_with({"ollama": svc()})
     cfg = config(tmp_path)
     healer = Healer(store, cfg, clock=lambda: NOW)
-    healer._states = {"ollama": ServiceHealState(status="gave-up", restarts=(NOW,))}
-    healer._loaded = True
+    heal_state.save(
+        cfg.heal.state_file, {"ollama": ServiceHealState(status="gave-up", restarts=(NOW,))}
+    )
+    await healer.load()
     healer.configure(cfg, reloaded=True)
-    assert healer._states["ollama"] == ServiceHealState(reason="reset by a config reload")
+    assert healer.states["ollama"] == ServiceHealState(reason="reset by a config reload")
 
 
 async def test_disabled_healing_reports_and_never_acts(tmp_path: Path) -> None:
     store = store_with({"ollama": svc("failed", "failed", "exit-code", "unknown")})
     healer = Healer(store, config(tmp_path, enabled="false"), clock=lambda: NOW)
-    healer._loaded = True
+    await healer.load()
     assert await healer.round() == []
     heal = store.get("heal")
     assert heal is not None and heal.data["services"]["ollama"]["state"] == "disabled"
@@ -284,7 +285,7 @@ def test_heal_metrics_pass_promtool(tmp_path: Path) -> None:
         probes={"ollama": {"ok": True, "failures": 0}, "litellm": {"ok": False, "failures": 3}},
     )
     healer = Healer(store, config(tmp_path), clock=lambda: NOW)
-    healer._loaded = True
+    asyncio.run(healer.load())
     asyncio.run(healer.round())
     text = generate_latest(build_registry(AgentInfo("/x"), store.latest))
     assert b'aistack_service_probe_failures{service="litellm"} 3.0' in text

@@ -2,8 +2,8 @@
 
 The servers are fault-injection stand-ins (FaultServer): each answers the paths a test
 gives it, with a 500, a hang, malformed JSON or a readiness whose database is gone, so
-every failure text is checked as a person would read it. `inspect` dicts point the probes
-at 127.0.0.1 (the real ones carry the container's bridge address). The checks that run
+every failure text is checked as a person would read it. Inspected containers point the
+probes at 127.0.0.1 (the real ones carry the container's bridge address). The checks that run
 inside containers (pg_isready, Open WebUI's view of Ollama) run for real in
 tests/e2e/test_probes.py; here they meet a Podman socket that does not exist, which must
 be reported and never count toward a restart.
@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from agent.config import OllamaConfig, PostgresConfig, StackConfig
+from agent.podman_api import Container
 from agent.stack import probes
 from agent.stack.probes import ProbeResult, probe_all, probe_service
 
@@ -105,13 +106,17 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def inspect(env: tuple[str, ...] = (), address: str = "127.0.0.1") -> dict[str, Any]:
+def raw_inspect(env: tuple[str, ...] = (), address: str = "127.0.0.1") -> dict[str, Any]:
     """The parts of a libpod container inspect the probes read."""
     return {
         "State": {"Running": True, "Status": "running"},
         "NetworkSettings": {"Networks": {"aistack": {"IPAddress": address}}},
         "Config": {"Env": list(env)},
     }
+
+
+def inspect(env: tuple[str, ...] = (), address: str = "127.0.0.1") -> Container:
+    return Container.from_inspect(raw_inspect(env, address))
 
 
 NO_PODMAN = Path("/nonexistent/podman.sock")  # the exec-based checks cannot run
@@ -138,7 +143,7 @@ def probe(server: FaultServer, session: aiohttp.ClientSession) -> Probe:
         routes: Mapping[str, Route],
         stack: StackConfig | None = None,
         within: float = 2.0,
-        info: dict[str, Any] | None = None,
+        info: Container | None = None,
     ) -> ProbeResult:
         server.routes = dict(routes)
         return await probe_service(
@@ -301,12 +306,14 @@ async def test_no_container(probe: Probe, session: aiohttp.ClientSession) -> Non
 
 
 async def test_stopped_container_and_no_address(probe: Probe) -> None:
-    exited = {**inspect(), "State": {"Running": False, "Status": "exited", "ExitCode": 1}}
+    exited = Container.from_inspect(
+        {**raw_inspect(), "State": {"Running": False, "Status": "exited", "ExitCode": 1}}
+    )
     result = await probe("ollama", OLLAMA_OK, info=exited)
     assert result.reason == (
         "ollama: container is not running (exited, exit code 1); see journalctl -u ollama.service"
     )
-    detached = {**inspect(), "NetworkSettings": {"Networks": {}}}
+    detached = Container.from_inspect({**raw_inspect(), "NetworkSettings": {"Networks": {}}})
     result = await probe("ollama", OLLAMA_OK, info=detached)
     assert result.reason == (
         "ollama: container has no IP address on the aistack network; "
@@ -324,9 +331,9 @@ async def test_postgres_without_podman_api_is_inconclusive(probe: Probe) -> None
 def test_container_address_prefers_the_stack_network() -> None:
     info = {"NetworkSettings": {"Networks": {
         "proxy": {"IPAddress": "10.0.0.9"}, "aistack": {"IPAddress": "10.89.0.5"}}}}  # fmt: skip
-    assert probes.container_address(info) == "10.89.0.5"
+    assert Container.from_inspect(info).address(probes.STACK_NETWORK) == "10.89.0.5"
     info["NetworkSettings"]["Networks"].pop("aistack")
-    assert probes.container_address(info) == "10.0.0.9"
+    assert Container.from_inspect(info).address(probes.STACK_NETWORK) == "10.0.0.9"
 
 
 def test_ollama_url_from_open_webui_env() -> None:

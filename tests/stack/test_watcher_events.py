@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from agent.config import AgentConfig, WatchConfig, parse_config
 from agent.snapshot import SnapshotStore
-from agent.stack.watcher import StackWatcher
 from agent.watchers.events import ContainerEvent
+from agent.watchers.stack import StackWatcher
 
 
 def watcher(config: AgentConfig | None = None) -> StackWatcher:

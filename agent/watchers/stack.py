@@ -24,9 +24,9 @@ from typing import Any
 from .. import podman_api, systemd_ctl
 from ..config import AgentConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceState
-from ..watchers.base import SourceUnavailable, Watcher
-from ..watchers.events import ContainerEvent
-from .model import enabled, enabled_names
+from ..stack.model import enabled, enabled_names
+from .base import SourceUnavailable, Watcher
+from .events import ContainerEvent
 
 # What a transition is: these fields changing (not memory, CPU or the restart count).
 _TRANSITION_FIELDS = ("active_state", "sub_state", "health", "container_state", "container_id")
@@ -36,15 +36,6 @@ def _iso(ts: float | None) -> str | None:
     if not ts:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _health(inspect: dict[str, Any] | None) -> str:
-    if inspect is None:
-        return "unknown"
-    state = inspect.get("State") or {}
-    health = state.get("Health") or state.get("Healthcheck") or {}
-    status = str(health.get("Status") or "")
-    return status if status in ("healthy", "unhealthy", "starting") else "unknown"
 
 
 def _cpu_seconds(stats: dict[str, Any] | None) -> float | None:
@@ -72,16 +63,15 @@ def read_services(
     for spec in specs:
         unit = spec.unit
         st = states[unit]
-        inspect = None
+        container = None
         if podman_ok:
             try:
-                inspect = podman_api.container_inspect(socket, spec.name)
+                container = podman_api.inspect_container(socket, spec.name)
             except podman_api.PodmanApiError:
                 podman_ok = False  # the socket is down: the other inspects would fail too
-        state = (inspect or {}).get("State") or {}
-        health = _health(inspect)
-        if inspect is not None:
-            container_state = str(state.get("Status") or "unknown")
+        health = (container.health if container else "") or "unknown"
+        if container is not None:
+            container_state = container.status or "unknown"
         else:
             container_state = "absent" if podman_ok else "unknown"
         error = None
@@ -108,14 +98,14 @@ def read_services(
             "pending_job": bool(st.job_id),  # systemd has a job queued for it: it acts
             "health": health,
             "container_state": container_state,
-            "oom_killed": bool(state.get("OOMKilled")) if inspect else None,
-            "container_id": (inspect or {}).get("Id"),
-            "image": (inspect or {}).get("ImageName") or (inspect or {}).get("Image"),
-            "image_digest": (inspect or {}).get("ImageDigest"),
-            "started_at": state.get("StartedAt") if inspect else _iso(st.active_enter_timestamp),
+            "oom_killed": container.oom_killed if container else None,
+            "container_id": container.id if container else None,
+            "image": (container.image_name or container.image) if container else None,
+            "image_digest": container.image_digest if container else None,
+            "started_at": container.started_at if container else _iso(st.active_enter_timestamp),
             "restarts": st.n_restarts,
-            "memory_bytes": (stats.get(spec.name) or {}).get("MemUsage") if inspect else None,
-            "cpu_seconds": _cpu_seconds(stats.get(spec.name)) if inspect else None,
+            "memory_bytes": (stats.get(spec.name) or {}).get("MemUsage") if container else None,
+            "cpu_seconds": _cpu_seconds(stats.get(spec.name)) if container else None,
             "ports": list(spec.settings(stack).ports),
             "last_error": error,
         }

@@ -10,20 +10,22 @@ A new container (another id) starts its count afresh.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from .. import podman_api
 from ..config import AgentConfig, StackConfig, WatchConfig
+from ..podman_api import Container
 from ..snapshot import SnapshotStore, SourceState
 from ..stack.model import enabled_names
 from ..stack.probes import ProbeResult, probe_all
-from ..watchers.base import SourceUnavailable, Watcher
+from .base import SourceUnavailable, Watcher
 
 SOURCE = "probes"
 
 
-def _inspect_all(socket: Any, names: list[str]) -> dict[str, Any]:
-    return {name: podman_api.container_inspect(socket, name, timeout=5.0) for name in names}
+def _inspect_all(socket: Path, names: list[str]) -> dict[str, Container | None]:
+    return {name: podman_api.inspect_container(socket, name, timeout=5.0) for name in names}
 
 
 class ProbeWatcher(Watcher):
@@ -52,10 +54,10 @@ class ProbeWatcher(Watcher):
         names = list(enabled_names(self.stack))
         socket = self.config.podman_socket
         try:
-            inspects = await asyncio.to_thread(_inspect_all, socket, names)
+            containers = await asyncio.to_thread(_inspect_all, socket, names)
         except podman_api.PodmanApiError as exc:
             raise SourceUnavailable(f"cannot probe: Podman API unreachable ({exc})") from None
-        results = await probe_all(self.stack, socket, self.probe_timeout, inspects)
+        results = await probe_all(self.stack, socket, self.probe_timeout, containers)
         stack = self.store.get("stack")
         units = stack.data.get("services", {}) if stack is not None else {}
         services: dict[str, Any] = {}
@@ -63,15 +65,17 @@ class ProbeWatcher(Watcher):
             result = results.get(name)
             if result is None:
                 continue
-            services[name] = self._count(name, result, inspects.get(name), units.get(name))
+            services[name] = self._count(name, result, containers.get(name), units.get(name))
         failing = [f"{s['reason']}" for s in services.values() if not s["ok"] and s["reason"]]
         warnings = [w for s in services.values() for w in s["warnings"]]
         if failing or warnings:
             return SourceState.DEGRADED, "; ".join([*failing, *warnings]), {"services": services}
         return SourceState.OK, None, {"services": services}
 
-    def _count(self, name: str, result: ProbeResult, inspect: Any, unit: Any) -> dict[str, Any]:
-        container = (inspect or {}).get("Id")
+    def _count(
+        self, name: str, result: ProbeResult, found: Container | None, unit: Any
+    ) -> dict[str, Any]:
+        container = found.id if found is not None else None
         previous_id, failures = self._failures.get(name, (container, 0))
         if previous_id != container:
             failures = 0
