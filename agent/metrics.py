@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -24,7 +25,7 @@ from .status import AgentInfo
 class SnapshotCollector(Collector):
     def __init__(
         self,
-        snapshots: Callable[[], Mapping[str, SourceSnapshot]],
+        snapshots: Callable[[], Mapping[str, SourceSnapshot[Any]]],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._snapshots = snapshots
@@ -58,7 +59,7 @@ class SnapshotCollector(Collector):
 
 
 def build_registry(
-    info: AgentInfo, snapshots: Callable[[], Mapping[str, SourceSnapshot]]
+    info: AgentInfo, snapshots: Callable[[], Mapping[str, SourceSnapshot[Any]]]
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     Info("aistack_agent", "The running aistack agent.", registry=registry).info(

@@ -14,7 +14,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
+
+T = TypeVar("T")
+V = TypeVar("V")
 
 
 class SourceState(enum.StrEnum):
@@ -41,19 +44,31 @@ def thaw(value: Any) -> Any:
     return value
 
 
+def _no_data() -> Any:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
-class SourceSnapshot:
-    """What one watcher last saw. `reason` says, for a person, why it is not ok."""
+class SourceSnapshot(Generic[T]):
+    """What one watcher last saw. `reason` says, for a person, why it is not ok.
+
+    `data` is a typed view (agent/views.py) for the agent's own sources, a frozen
+    JSON-like mapping for external systems'; an unavailable source has an empty mapping.
+    """
 
     source: str
     state: SourceState
     reason: str | None = None
-    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    data: T = field(default_factory=_no_data)
     taken_at: float = field(default_factory=time.time)
     taken_monotonic: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data", freeze(self.data))
+        object.__setattr__(self, "data", cast(T, freeze(self.data)))
+
+    def view(self, kind: type[V], empty: V) -> V:
+        """The data as `kind`, or `empty` when the source had none to give (unavailable)."""
+        return self.data if isinstance(self.data, kind) else empty
 
     def age(self, now_monotonic: float | None = None) -> float:
         now = time.monotonic() if now_monotonic is None else now_monotonic
@@ -68,20 +83,20 @@ class SnapshotStore:
     """
 
     def __init__(self) -> None:
-        self._view: Mapping[str, SourceSnapshot] = MappingProxyType({})
+        self._view: Mapping[str, SourceSnapshot[Any]] = MappingProxyType({})
         self._listeners: list[asyncio.Event] = []
 
-    def publish(self, snap: SourceSnapshot) -> None:
+    def publish(self, snap: SourceSnapshot[Any]) -> None:
         latest = dict(self._view)
         latest[snap.source] = snap
         self._view = MappingProxyType(latest)
         for event in self._listeners:
             event.set()
 
-    def latest(self) -> Mapping[str, SourceSnapshot]:
+    def latest(self) -> Mapping[str, SourceSnapshot[Any]]:
         return self._view
 
-    def get(self, source: str) -> SourceSnapshot | None:
+    def get(self, source: str) -> SourceSnapshot[Any] | None:
         return self._view.get(source)
 
     def subscribe(self) -> asyncio.Event:

@@ -17,6 +17,15 @@ from . import __version__
 from .backup.status import degraded_reason as backups_degraded
 from .backup.status import status_section as backups_section
 from .snapshot import SourceSnapshot, SourceState, thaw
+from .views import (
+    EMPTY_HEAL,
+    EMPTY_PROBES,
+    EMPTY_STACK,
+    HealView,
+    ProbesView,
+    StackView,
+    to_json,
+)
 
 SCHEMA_VERSION = 1
 # Without these the stack cannot run; the GPU is optional (CPU inference works).
@@ -40,17 +49,18 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def overall(snapshots: Mapping[str, SourceSnapshot]) -> tuple[str, list[str]]:
+def overall(snapshots: Mapping[str, SourceSnapshot[Any]]) -> tuple[str, list[str]]:
     """`ok` when every required source is ok; `failed` when the agent gave up healing a
     service (a person must act); else `degraded`, with one reason each."""
     reasons = []
     gave_up = []
-    heal = snapshots.get("heal")
+    heal_snap = snapshots.get("heal")
+    heal = heal_snap.view(HealView, EMPTY_HEAL) if heal_snap is not None else None
     if heal is not None:
-        for name, svc in heal.data.get("services", {}).items():
-            if svc["state"] == "gave-up":
+        for name, svc in heal.services.items():
+            if svc.state == "gave-up":
                 gave_up.append(name)
-                reasons.append(f"{name}: {svc['reason']}")
+                reasons.append(f"{name}: {svc.reason}")
     for name in REQUIRED_SOURCES:
         snap = snapshots.get(name)
         if snap is None:
@@ -67,20 +77,21 @@ def overall(snapshots: Mapping[str, SourceSnapshot]) -> tuple[str, list[str]]:
     probes = snapshots.get("probes")
     if probes is not None and probes.state is not SourceState.OK:
         reasons.append(f"probes: {probes.reason}")
-    if heal is not None and heal.data.get("paused") and heal.data.get("enabled"):
-        reasons.append(f"heal: {heal.data['paused']}")
+    if heal is not None and heal.paused and heal.enabled:
+        reasons.append(f"heal: {heal.paused}")
     if gave_up:
         return "failed", reasons
     return ("ok" if not reasons else "degraded"), reasons
 
 
-def services_section(snapshots: Mapping[str, SourceSnapshot]) -> dict[str, Any]:
+def services_section(snapshots: Mapping[str, SourceSnapshot[Any]]) -> dict[str, Any]:
     """Per service: the stack watcher's view, its probe results and its heal state, and
     one `reason` line saying what is wrong (null when nothing is)."""
     stack, probes, heal = (snapshots.get(s) for s in ("stack", "probes", "heal"))
-    services: dict[str, Any] = thaw(stack.data.get("services", {})) if stack is not None else {}
-    probe_data = thaw(probes.data.get("services", {})) if probes is not None else {}
-    heal_data = thaw(heal.data.get("services", {})) if heal is not None else {}
+    views = stack.view(StackView, EMPTY_STACK).services if stack is not None else {}
+    services: dict[str, Any] = to_json(views)
+    probe_data = to_json(probes.view(ProbesView, EMPTY_PROBES).services) if probes else {}
+    heal_data = to_json(heal.view(HealView, EMPTY_HEAL).services) if heal else {}
     for name, svc in services.items():
         probe = probe_data.get(name)
         healing = heal_data.get(name)
@@ -98,7 +109,9 @@ def services_section(snapshots: Mapping[str, SourceSnapshot]) -> dict[str, Any]:
 
 
 def status_document(
-    info: AgentInfo, snapshots: Mapping[str, SourceSnapshot], now_monotonic: float | None = None
+    info: AgentInfo,
+    snapshots: Mapping[str, SourceSnapshot[Any]],
+    now_monotonic: float | None = None,
 ) -> dict[str, Any]:
     now = time.monotonic() if now_monotonic is None else now_monotonic
     state, reasons = overall(snapshots)
@@ -130,15 +143,15 @@ def status_document(
     }
 
 
-def _heal_section(heal: SourceSnapshot | None) -> dict[str, Any] | None:
+def _heal_section(heal: SourceSnapshot[Any] | None) -> dict[str, Any] | None:
     """The healer as a whole: on or off, paused (and why), what it did lately."""
     if heal is None:
         return None
-    data = thaw(heal.data)
+    data: dict[str, Any] = to_json(heal.view(HealView, EMPTY_HEAL))
     return {k: data.get(k) for k in ("enabled", "paused", "actions", "recent", "warnings")}
 
 
-def summary(snapshots: Mapping[str, SourceSnapshot], listen: str) -> str:
+def summary(snapshots: Mapping[str, SourceSnapshot[Any]], listen: str) -> str:
     """One line for `systemctl status`: overall state, each source, where the API is."""
     state, _ = overall(snapshots)
     parts = ", ".join(f"{n} {s.state}" for n, s in sorted(snapshots.items()))

@@ -6,6 +6,7 @@ Alert rules for these ship in etc/prometheus/aistack-backups.rules.yml.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,7 +21,7 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
 
 
 class BackupCollector(Collector):
-    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot]]) -> None:
+    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot[Any]]]) -> None:
         self._snapshots = snapshots
 
     def describe(self) -> Iterator[Metric]:

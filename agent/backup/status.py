@@ -62,7 +62,7 @@ def health(data: Any, now: float | None = None) -> tuple[str, str | None]:
 DEGRADING = ("stale", "never-succeeded")
 
 
-def status_section(snap: SourceSnapshot | None, now: float | None = None) -> dict[str, Any]:
+def status_section(snap: SourceSnapshot[Any] | None, now: float | None = None) -> dict[str, Any]:
     """The `backups` section of /status."""
     if snap is None:
         return {"state": "not-configured"}
@@ -98,7 +98,7 @@ def status_section(snap: SourceSnapshot | None, now: float | None = None) -> dic
     }
 
 
-def degraded_reason(snap: SourceSnapshot | None, now: float | None = None) -> str | None:
+def degraded_reason(snap: SourceSnapshot[Any] | None, now: float | None = None) -> str | None:
     """One line for the overall state when backups degrade it, else None."""
     if snap is None:
         return None
@@ -108,7 +108,7 @@ def degraded_reason(snap: SourceSnapshot | None, now: float | None = None) -> st
     return reason if state in DEGRADING else None
 
 
-def backups_document(snap: SourceSnapshot | None, now: float | None = None) -> dict[str, Any]:
+def backups_document(snap: SourceSnapshot[Any] | None, now: float | None = None) -> dict[str, Any]:
     """GET /v1/backups: the status section and the backups, newest first."""
     items = []
     if snap is not None and snap.state is not SourceState.UNAVAILABLE:

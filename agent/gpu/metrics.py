@@ -37,7 +37,7 @@ def _num(value: Any) -> float | None:
 
 
 class GpuMetricsCollector(Collector):
-    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot]]) -> None:
+    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot[Any]]]) -> None:
         self._snapshots = snapshots
 
     def describe(self) -> Iterator[Metric]:

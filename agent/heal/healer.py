@@ -30,6 +30,17 @@ from .. import systemd_ctl
 from ..config import AgentConfig
 from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
 from ..stack.actuator import Act, Actuator
+from ..views import (
+    EMPTY_PROBES,
+    EMPTY_STACK,
+    ActionCount,
+    ActionRecord,
+    HealServiceView,
+    HealView,
+    ProbesView,
+    StackView,
+    freeze_map,
+)
 from . import state as heal_state
 from .policy import Action, Observation, ServiceHealState, decide, manual_reset, reload_reset
 from .xid import XidRule
@@ -58,7 +69,7 @@ class Blind:
     reason: str | None
 
 
-def blindness(snaps: Mapping[str, SourceSnapshot], stale_after: float) -> Blind:
+def blindness(snaps: Mapping[str, SourceSnapshot[Any]], stale_after: float) -> Blind:
     for source in ("systemd", "podman"):
         snap = snaps.get(source)
         if snap is None or snap.state is not SourceState.OK:
@@ -73,7 +84,7 @@ def blindness(snaps: Mapping[str, SourceSnapshot], stale_after: float) -> Blind:
 
 
 def observations(
-    snaps: Mapping[str, SourceSnapshot], busy: frozenset[str]
+    snaps: Mapping[str, SourceSnapshot[Any]], busy: frozenset[str]
 ) -> dict[str, Observation]:
     """One Observation per service of the stack snapshot, probe failures added.
 
@@ -82,32 +93,28 @@ def observations(
     """
     stack = snaps.get("stack")
     probes = snaps.get("probes")
-    services = stack.data.get("services", {}) if stack is not None else {}
-    probe_data = probes.data.get("services", {}) if probes is not None else {}
+    services = stack.view(StackView, EMPTY_STACK).services if stack is not None else {}
+    probe_views = probes.view(ProbesView, EMPTY_PROBES).services if probes is not None else {}
     out: dict[str, Observation] = {}
     for name, svc in services.items():
-        active, sub = svc["active_state"], svc["sub_state"]
-        result = svc.get("result") or ""
+        active, sub = svc.active_state, svc.sub_state
         # A clean stop (systemctl stop, aistack down/stop) is a person's decision: the
-        # agent does not start it again. Not found: not deployed (aistack up does that).
-        should_run = not (
-            (active == "inactive" and result in ("success", ""))
-            or (svc.get("last_error") or "").startswith("not installed")
-        )
+        # agent does not start it again. Not installed: not deployed (aistack up does that).
+        should_run = svc.installed and not (active == "inactive" and svc.result in ("success", ""))
         if name in busy:
             active, sub = "activating", "agent-restart"
-        elif svc.get("pending_job"):  # e.g. the restart systemd propagates from postgres
+        elif svc.pending_job:  # e.g. the restart systemd propagates from postgres
             active, sub = "activating", "job-queued"
-        probe = probe_data.get(name) or {}
+        probe = probe_views.get(name)
         # Failures counted against an earlier container say nothing about this one (a
         # restart happened since the probe ran): the next probe decides.
-        same = probe.get("container_id") == svc.get("container_id")
+        same = probe is not None and probe.container_id == svc.container_id
         out[name] = Observation(
             active_state=active,
             sub_state=sub,
-            result=result,
-            health=svc["health"],
-            probe_failures=int(probe.get("failures") or 0) if same else 0,
+            result=svc.result,
+            health=svc.health,
+            probe_failures=probe.failures if probe is not None and same else 0,
             should_run=should_run,
         )
     return out
@@ -288,48 +295,39 @@ class Healer:
             log.error("cannot write the heal state", path=str(self.config.state_file),
                       error=str(exc))  # fmt: skip
 
-    def _publish(self, blind: Blind, snaps: Mapping[str, SourceSnapshot]) -> None:
-        services = {}
+    def _publish(self, blind: Blind, snaps: Mapping[str, SourceSnapshot[Any]]) -> None:
+        services: dict[str, HealServiceView] = {}
         stack = snaps.get("stack")
-        names = list(stack.data.get("services", {})) if stack is not None else []
+        names = list(stack.view(StackView, EMPTY_STACK).services) if stack is not None else []
         window_start = self._clock() - self.config.give_up_window
         for name in names:
             st = self._states.get(name, ServiceHealState())
             restarts = [t for t in st.restarts if t > window_start]
-            services[name] = {
-                "state": st.status if self.config.enabled else "disabled",
-                "reason": st.reason or None,
-                "waiting_for": list(st.waiting_for),
-                "restarts": len(restarts),
-                "last_restart_at": _iso(restarts[-1]) if restarts else None,
-                "next_attempt_at": _iso(st.next_attempt)
-                if st.next_attempt > self._clock()
-                else None,
-                "restarting": name in self.actuator.busy,
-            }
-        data = {
-            "enabled": self.config.enabled,
-            "paused": blind.reason,
-            "services": services,
-            "actions": [
-                {"service": s, "action": a, "reason": r, "count": n}
-                for (s, a, r), n in sorted(self.actuator.counts.items())
-            ],
-            "recent": [
-                {
-                    "service": a.service,
-                    "action": a.action,
-                    "by": a.by,
-                    "reason_code": a.code,
-                    "reason": a.reason,
-                    "at": _iso(a.at),
-                    "result": a.result or None,
-                }
+            services[name] = HealServiceView(
+                state=st.status if self.config.enabled else "disabled",
+                reason=st.reason or None,
+                waiting_for=st.waiting_for,
+                restarts=len(restarts),
+                last_restart_at=_iso(restarts[-1]) if restarts else None,
+                next_attempt_at=_iso(st.next_attempt) if st.next_attempt > self._clock() else None,
+                restarting=name in self.actuator.busy,
+            )
+        data = HealView(
+            enabled=self.config.enabled,
+            paused=blind.reason,
+            services=freeze_map(services),
+            actions=tuple(
+                ActionCount(s, a, r, n) for (s, a, r), n in sorted(self.actuator.counts.items())
+            ),
+            recent=tuple(
+                ActionRecord(
+                    a.service, a.action, a.by, a.code, a.reason, _iso(a.at), a.result or None
+                )
                 for a in self.actuator.recent
-            ],
-            "warnings": list(self._warnings),
-        }
-        gave_up = [n for n, s in services.items() if s["state"] == "gave-up"]
+            ),
+            warnings=self._warnings,
+        )
+        gave_up = [n for n, s in services.items() if s.state == "gave-up"]
         if gave_up:
             state, reason = SourceState.DEGRADED, f"gave up on {', '.join(gave_up)}"
         elif blind.reason is not None and self.config.enabled:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import get_args
+from typing import Any, get_args
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..snapshot import SourceSnapshot
+from ..views import EMPTY_HEAL, EMPTY_PROBES, HealView, ProbesView
 from .policy import Status
 
 HEAL_STATES: tuple[str, ...] = (*get_args(Status), "disabled")
 
 
 class HealCollector(Collector):
-    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot]]) -> None:
+    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot[Any]]]) -> None:
         self._snapshots = snapshots
 
     def describe(self) -> Iterator[Metric]:
@@ -53,15 +54,15 @@ class HealCollector(Collector):
         snaps = self._snapshots()
         heal = snaps.get("heal")
         if heal is not None:
-            for item in heal.data.get("actions", ()):
-                labels = [item["service"], item["action"], item["reason"]]
-                actions.add_metric(labels, float(item["count"]))
-            for name, svc in sorted(heal.data.get("services", {}).items()):
+            view = heal.view(HealView, EMPTY_HEAL)
+            for item in view.actions:
+                actions.add_metric([item.service, item.action, item.reason], float(item.count))
+            for name, svc in sorted(view.services.items()):
                 for st in HEAL_STATES:
-                    state.add_metric([name, st], 1.0 if svc["state"] == st else 0.0)
+                    state.add_metric([name, st], 1.0 if svc.state == st else 0.0)
         probes = snaps.get("probes")
         if probes is not None:
-            for name, svc in sorted(probes.data.get("services", {}).items()):
-                probe_ok.add_metric([name], 1.0 if svc["ok"] else 0.0)
-                probe_failures.add_metric([name], float(svc["failures"]))
+            for name, probe in sorted(probes.view(ProbesView, EMPTY_PROBES).services.items()):
+                probe_ok.add_metric([name], 1.0 if probe.ok else 0.0)
+                probe_failures.add_metric([name], float(probe.failures))
         yield from (actions, state, probe_ok, probe_failures)

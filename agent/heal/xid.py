@@ -108,7 +108,7 @@ class XidRule:
         self._seen = 0
         self._task: asyncio.Task[None] | None = None
 
-    def observe(self, gpu: SourceSnapshot | None, config: GpuConfig) -> RestartDecision | None:
+    def observe(self, gpu: SourceSnapshot[Any] | None, config: GpuConfig) -> RestartDecision | None:
         if gpu is None:
             return None
         xid = gpu.data.get("xid") or {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..snapshot import SourceSnapshot
+from ..views import EMPTY_STACK, StackView
 
 _Families = tuple[
     GaugeMetricFamily,
@@ -19,7 +21,7 @@ _Families = tuple[
 
 
 class ServiceCollector(Collector):
-    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot]]) -> None:
+    def __init__(self, snapshots: Callable[[], Mapping[str, SourceSnapshot[Any]]]) -> None:
         self._snapshots = snapshots
 
     def describe(self) -> Iterator[Metric]:
@@ -54,13 +56,13 @@ class ServiceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up, healthy, restarts, memory, cpu = self._families()
         snap = self._snapshots().get("stack")
-        services = snap.data.get("services", {}) if snap is not None else {}
+        services = snap.view(StackView, EMPTY_STACK).services if snap is not None else {}
         for name, svc in sorted(services.items()):
-            up.add_metric([name], 1.0 if svc["active_state"] == "active" else 0.0)
-            healthy.add_metric([name], 1.0 if svc["health"] == "healthy" else 0.0)
-            restarts.add_metric([name], float(svc["restarts"] or 0))
-            if svc.get("memory_bytes") is not None:
-                memory.add_metric([name], float(svc["memory_bytes"]))
-            if svc.get("cpu_seconds") is not None:
-                cpu.add_metric([name], float(svc["cpu_seconds"]))
+            up.add_metric([name], 1.0 if svc.active_state == "active" else 0.0)
+            healthy.add_metric([name], 1.0 if svc.health == "healthy" else 0.0)
+            restarts.add_metric([name], float(svc.restarts or 0))
+            if svc.memory_bytes is not None:
+                memory.add_metric([name], float(svc.memory_bytes))
+            if svc.cpu_seconds is not None:
+                cpu.add_metric([name], float(svc.cpu_seconds))
         yield from (up, healthy, restarts, memory, cpu)

@@ -32,8 +32,9 @@ class Watcher(abc.ABC):
         self._wake = asyncio.Event()
 
     @abc.abstractmethod
-    async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
-        """Look at the external system once: (state, reason, data)."""
+    async def poll(self) -> tuple[SourceState, str | None, Any]:
+        """Look at the external system once: (state, reason, data): a typed view
+        (agent/views.py) or a JSON-like mapping."""
 
     def configure(self, config: AgentConfig) -> None:
         """Take the whole (re)loaded config; a watcher with a section of its own overrides
@@ -58,7 +59,7 @@ class Watcher(abc.ABC):
         self.config = config
         self._wake.set()
 
-    async def poll_once(self) -> SourceSnapshot:
+    async def poll_once(self) -> SourceSnapshot[Any]:
         try:
             async with asyncio.timeout(self.config.timeout):
                 state, reason, data = await self.poll()

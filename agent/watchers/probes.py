@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from .. import podman_api
 from ..config import AgentConfig, StackConfig, WatchConfig
@@ -19,6 +18,7 @@ from ..podman_api import Container
 from ..snapshot import SnapshotStore, SourceState
 from ..stack.model import enabled_names
 from ..stack.probes import ProbeResult, probe_all
+from ..views import EMPTY_STACK, ProbesView, ProbeView, ServiceView, StackView, freeze_map
 from .base import SourceUnavailable, Watcher
 
 SOURCE = "probes"
@@ -50,7 +50,7 @@ class ProbeWatcher(Watcher):
             )
         )
 
-    async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
+    async def poll(self) -> tuple[SourceState, str | None, ProbesView]:
         names = list(enabled_names(self.stack))
         socket = self.config.podman_socket
         try:
@@ -59,40 +59,39 @@ class ProbeWatcher(Watcher):
             raise SourceUnavailable(f"cannot probe: Podman API unreachable ({exc})") from None
         results = await probe_all(self.stack, socket, self.probe_timeout, containers)
         stack = self.store.get("stack")
-        units = stack.data.get("services", {}) if stack is not None else {}
-        services: dict[str, Any] = {}
+        units = stack.view(StackView, EMPTY_STACK).services if stack is not None else {}
+        services: dict[str, ProbeView] = {}
         for name in names:
             result = results.get(name)
             if result is None:
                 continue
             services[name] = self._count(name, result, containers.get(name), units.get(name))
-        failing = [f"{s['reason']}" for s in services.values() if not s["ok"] and s["reason"]]
-        warnings = [w for s in services.values() for w in s["warnings"]]
+        failing = [s.reason for s in services.values() if not s.ok and s.reason]
+        warnings = [w for s in services.values() for w in s.warnings]
+        view = ProbesView(freeze_map(services))
         if failing or warnings:
-            return SourceState.DEGRADED, "; ".join([*failing, *warnings]), {"services": services}
-        return SourceState.OK, None, {"services": services}
+            return SourceState.DEGRADED, "; ".join([*failing, *warnings]), view
+        return SourceState.OK, None, view
 
     def _count(
-        self, name: str, result: ProbeResult, found: Container | None, unit: Any
-    ) -> dict[str, Any]:
+        self, name: str, result: ProbeResult, found: Container | None, unit: ServiceView | None
+    ) -> ProbeView:
         container = found.id if found is not None else None
         previous_id, failures = self._failures.get(name, (container, 0))
         if previous_id != container:
             failures = 0
-        settling = (
-            unit is None or unit.get("active_state") != "active" or unit.get("health") == "starting"
-        )
+        settling = unit is None or unit.active_state != "active" or unit.health == "starting"
         if result.ok:
             failures = 0
         elif not settling:
             failures += 1
         self._failures[name] = (container, failures)
-        return {
-            "ok": result.ok,
-            "reason": result.reason,
-            "container_id": container,  # the healer ignores a count about another container
-            "failures": failures,
-            "counted": not settling,
-            "warnings": list(result.warnings),
-            "checks": {c.name: c.detail for c in result.checks},
-        }
+        return ProbeView(
+            ok=result.ok,
+            reason=result.reason,
+            container_id=container,
+            failures=failures,
+            counted=not settling,
+            warnings=tuple(result.warnings),
+            checks=freeze_map({c.name: c.detail for c in result.checks}),
+        )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from .. import podman_api, systemd_ctl
 from ..config import AgentConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceState
 from ..stack.model import enabled, enabled_names
+from ..views import EventView, ServiceView, StackView, freeze_map
 from .base import SourceUnavailable, Watcher
 from .events import ContainerEvent
 
@@ -45,7 +47,7 @@ def _cpu_seconds(stats: dict[str, Any] | None) -> float | None:
 
 def read_services(
     stack: StackConfig, socket: Path, cached: Mapping[str, Any] | None = None
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[dict[str, ServiceView], bool]:
     """Every enabled service now, and whether a stats sample was taken: `cached` (a
     recent sample) is reused when it covers every running service."""
     specs = enabled(stack)
@@ -59,7 +61,7 @@ def read_services(
             stats = podman_api.container_stats(socket, running)
         except podman_api.PodmanApiError:
             stats = {}
-    services: dict[str, Any] = {}
+    services: dict[str, ServiceView] = {}
     for spec in specs:
         unit = spec.unit
         st = states[unit]
@@ -90,25 +92,26 @@ def read_services(
             error = f"container {container_state}"
         elif health == "unhealthy":
             error = "health check failing"
-        services[spec.name] = {
-            "unit": unit,
-            "active_state": st.active_state,
-            "sub_state": st.sub_state,
-            "result": st.result,
-            "pending_job": bool(st.job_id),  # systemd has a job queued for it: it acts
-            "health": health,
-            "container_state": container_state,
-            "oom_killed": container.oom_killed if container else None,
-            "container_id": container.id if container else None,
-            "image": (container.image_name or container.image) if container else None,
-            "image_digest": container.image_digest if container else None,
-            "started_at": container.started_at if container else _iso(st.active_enter_timestamp),
-            "restarts": st.n_restarts,
-            "memory_bytes": (stats.get(spec.name) or {}).get("MemUsage") if container else None,
-            "cpu_seconds": _cpu_seconds(stats.get(spec.name)) if container else None,
-            "ports": list(spec.settings(stack).ports),
-            "last_error": error,
-        }
+        services[spec.name] = ServiceView(
+            unit=unit,
+            active_state=st.active_state,
+            sub_state=st.sub_state,
+            result=st.result,
+            installed=st.load_state != "not-found",
+            pending_job=bool(st.job_id),
+            health=health,
+            container_state=container_state,
+            oom_killed=container.oom_killed if container else None,
+            container_id=container.id if container else None,
+            image=(container.image_name or container.image) if container else None,
+            image_digest=container.image_digest if container else None,
+            started_at=container.started_at if container else _iso(st.active_enter_timestamp),
+            restarts=st.n_restarts,
+            memory_bytes=(stats.get(spec.name) or {}).get("MemUsage") if container else None,
+            cpu_seconds=_cpu_seconds(stats.get(spec.name)) if container else None,
+            ports=tuple(spec.settings(stack).ports),
+            last_error=error,
+        )
     return services, sampled
 
 
@@ -131,7 +134,7 @@ class StackWatcher(Watcher):
         # service -> (container id, health): a new container's first health is news even
         # when the old container's last one was the same word
         self._health_seen: dict[str, tuple[str | None, str | None]] = {}
-        self._last_event: dict[str, dict[str, Any]] = {}
+        self._last_event: dict[str, EventView] = {}
         self._transitions: dict[str, tuple[tuple[Any, ...], float]] = {}
 
     def configure(self, config: AgentConfig) -> None:
@@ -157,21 +160,25 @@ class StackWatcher(Watcher):
             self._health_seen[event.name] = seen
         elif event.action.startswith("exec"):
             return False  # our own probes' execs: not a state change
-        self._last_event[event.name] = {
-            "action": event.action,
-            "at": _iso(event.time_nano / 1e9),
-            "exit_code": event.exit_code,
-            "health": event.health,
-        }
+        self._last_event[event.name] = EventView(
+            action=event.action,
+            at=_iso(event.time_nano / 1e9),
+            exit_code=event.exit_code,
+            health=event.health,
+        )
         self._wake.set()
         return True
+
+    def last_event(self, service: str) -> EventView | None:
+        """The last container event of `service` the stream delivered (None: none yet)."""
+        return self._last_event.get(service)
 
     def on_unit_change(self, unit: str) -> None:
         """From systemd's PropertiesChanged/JobRemoved signals."""
         if unit in self.units():
             self._wake.set()
 
-    async def poll(self) -> tuple[SourceState, str | None, dict[str, Any]]:
+    async def poll(self) -> tuple[SourceState, str | None, StackView]:
         fresh = self._monotonic() - self._stats_at < self.config.interval * 0.9
         try:
             services, sampled = await asyncio.to_thread(
@@ -183,22 +190,26 @@ class StackWatcher(Watcher):
         if sampled:
             self._stats_at = self._monotonic()
             self._stats = {
-                name: {"MemUsage": s["memory_bytes"], "CPUNano": (s["cpu_seconds"] or 0) * 1e9}
+                name: {"MemUsage": s.memory_bytes, "CPUNano": (s.cpu_seconds or 0) * 1e9}
                 for name, s in services.items()
-                if s["memory_bytes"] is not None
+                if s.memory_bytes is not None
             }
         now = self._clock()
         for name, svc in services.items():
-            key = tuple(svc[f] for f in _TRANSITION_FIELDS)
+            key = tuple(getattr(svc, f) for f in _TRANSITION_FIELDS)
             previous = self._transitions.get(name)
             if previous is None or previous[0] != key:
                 self._transitions[name] = (key, now)
-            svc["last_transition_at"] = _iso(self._transitions[name][1])
-            svc["last_event"] = self._last_event.get(name)
-            if svc["health"] in ("healthy", "unhealthy", "starting"):
-                self._health_seen[name] = (svc["container_id"], svc["health"])
-        down = [n for n, s in services.items() if s["last_error"]]
+            services[name] = svc = replace(
+                svc,
+                last_transition_at=_iso(self._transitions[name][1]),
+                last_event=self._last_event.get(name),
+            )
+            if svc.health in ("healthy", "unhealthy", "starting"):
+                self._health_seen[name] = (svc.container_id, svc.health)
+        view = StackView(freeze_map(services))
+        down = [n for n, s in services.items() if s.last_error]
         if down:
-            reason = "; ".join(f"{n}: {services[n]['last_error']}" for n in down)
-            return SourceState.DEGRADED, reason, {"services": services}
-        return SourceState.OK, None, {"services": services}
+            reason = "; ".join(f"{n}: {services[n].last_error}" for n in down)
+            return SourceState.DEGRADED, reason, view
+        return SourceState.OK, None, view

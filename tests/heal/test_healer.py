@@ -12,6 +12,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from agent.heal.policy import ServiceHealState
 from agent.metrics import build_registry
 from agent.snapshot import SnapshotStore, SourceSnapshot, SourceState
 from agent.status import AgentInfo, status_document
+from agent.views import ProbesView, ProbeView, ServiceView, StackView, to_json
 
 from ..conftest import free_port, http
 
@@ -39,20 +41,21 @@ def svc(
     result: str = "success",
     health: str = "healthy",
     error: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "unit": "x.service",
-        "active_state": active,
-        "sub_state": sub,
-        "result": result,
-        "health": health,
-        "last_error": error,
-        "restarts": 0,
-    }
+    installed: bool = True,
+) -> ServiceView:
+    return ServiceView(
+        unit="x.service",
+        active_state=active,
+        sub_state=sub,
+        result=result,
+        health=health,
+        last_error=error,
+        installed=installed,
+    )
 
 
 def store_with(
-    services: dict[str, dict[str, Any]],
+    services: dict[str, ServiceView],
     probes: dict[str, dict[str, Any]] | None = None,
     podman: SourceState = SourceState.OK,
 ) -> SnapshotStore:
@@ -60,10 +63,19 @@ def store_with(
     store.publish(SourceSnapshot("systemd", SourceState.OK))
     reason = None if podman is SourceState.OK else "no Podman API socket at /run/podman/podman.sock"
     store.publish(SourceSnapshot("podman", podman, reason))
-    store.publish(SourceSnapshot("stack", SourceState.OK, data={"services": services}))
+    store.publish(SourceSnapshot("stack", SourceState.OK, data=StackView(services)))
     if probes is not None:
-        store.publish(SourceSnapshot("probes", SourceState.OK, data={"services": probes}))
+        views = {name: ProbeView(**probe) for name, probe in probes.items()}
+        store.publish(SourceSnapshot("probes", SourceState.OK, data=ProbesView(views)))
     return store
+
+
+def heal_json(store: SnapshotStore) -> dict[str, Any]:
+    """The heal snapshot as /status shows it (the JSON edge)."""
+    heal = store.get("heal")
+    assert heal is not None
+    data: dict[str, Any] = to_json(heal.data)
+    return data
 
 
 def config(tmp_path: Path, **heal: Any) -> AgentConfig:
@@ -92,7 +104,7 @@ def test_observations_from_the_stack_and_probe_snapshots() -> None:
 def test_probe_failures_of_an_earlier_container_do_not_count() -> None:
     """Seen in the testbed: right after our restart the probes snapshot still held the
     old container's failures, and the new, healthy container was restarted again."""
-    service = {**svc(), "container_id": "new"}
+    service = replace(svc(), container_id="new")
     store = store_with(
         {"ollama": service}, probes={"ollama": {"failures": 2, "ok": False, "container_id": "old"}}
     )
@@ -107,13 +119,15 @@ def test_a_queued_systemd_job_is_waited_for() -> None:
     """Seen in the testbed: systemd's restart of postgres queued a restart of LiteLLM
     (Requires=); between its stop and its start LiteLLM is inactive with a job queued,
     and the healer started it on top of systemd."""
-    store = store_with({"litellm": {**svc("inactive", "dead"), "pending_job": True}})
+    store = store_with({"litellm": replace(svc("inactive", "dead"), pending_job=True)})
     obs = observations(store.latest(), frozenset())["litellm"]
     assert (obs.active_state, obs.sub_state) == ("activating", "job-queued")
 
 
 def test_not_installed_is_not_meant_to_run() -> None:
-    store = store_with({"ollama": svc("inactive", "dead", "", "unknown", "not installed: run up")})
+    store = store_with(
+        {"ollama": svc("inactive", "dead", "", "unknown", "not installed: run up", installed=False)}
+    )
     assert not observations(store.latest(), frozenset())["ollama"].should_run
 
 
@@ -155,7 +169,9 @@ async def test_no_action_while_a_persons_apply_or_service_action_runs(tmp_path: 
     await healer.load()
     assert await healer.round() == []
     heal = store.get("heal")
-    assert heal is not None and "an apply or a service action is running" in heal.data["paused"]
+    assert (
+        heal is not None and "an apply or a service action is running" in heal_json(store)["paused"]
+    )
     busy[0] = False
     assert [a.service for a in await healer.round()] == ["ollama"]
     await asyncio.wait_for(healer.settle(), timeout=30)
@@ -184,7 +200,7 @@ async def test_failed_action_is_counted_logged_and_leaves_the_service_free(
         "action": "reset-failed",
         "reason": "start-limit",
         "count": 1,
-    } in heal.data["actions"]
+    } in heal_json(store)["actions"]
     text = generate_latest(build_registry(AgentInfo("/x"), store.latest)).decode()
     assert (
         'aistack_heal_actions_total{action="reset-failed",reason="start-limit",'
@@ -218,10 +234,10 @@ async def test_state_survives_an_agent_restart_in_the_middle_of_a_backoff(
         await asyncio.gather(task, return_exceptions=True)
     heal = store.get("heal")
     assert heal is not None
-    ollama = heal.data["services"]["ollama"]
+    ollama = heal_json(store)["services"]["ollama"]
     assert ollama["state"] == "backing-off" and ollama["restarts"] == 1
     assert "backing off, next restart no sooner than in 50s" in ollama["reason"]
-    assert heal.data["actions"] == ()  # it did not restart at once after the agent restart
+    assert heal_json(store)["actions"] == []  # it did not restart at once after the agent restart
 
 
 async def test_gave_up_makes_status_failed_and_503_until_a_manual_restart(
@@ -255,7 +271,7 @@ async def test_gave_up_makes_status_failed_and_503_until_a_manual_restart(
     healer.manual_reset("ollama")  # aistack restart ollama
     await healer.round()
     heal = store.get("heal")
-    assert heal is not None and heal.data["services"]["ollama"]["state"] != "gave-up"
+    assert heal is not None and heal_json(store)["services"]["ollama"]["state"] != "gave-up"
 
 
 async def test_a_config_reload_forgets_every_give_up(tmp_path: Path) -> None:
@@ -276,7 +292,7 @@ async def test_disabled_healing_reports_and_never_acts(tmp_path: Path) -> None:
     await healer.load()
     assert await healer.round() == []
     heal = store.get("heal")
-    assert heal is not None and heal.data["services"]["ollama"]["state"] == "disabled"
+    assert heal is not None and heal_json(store)["services"]["ollama"]["state"] == "disabled"
 
 
 def test_heal_metrics_pass_promtool(tmp_path: Path) -> None:

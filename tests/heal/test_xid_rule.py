@@ -14,10 +14,11 @@ from agent.heal.healer import Healer
 from agent.heal.xid import RestartPolicy, XidRule, restart_view
 from agent.snapshot import SnapshotStore, SourceSnapshot, SourceState
 from agent.stack.actuator import Actuator
+from agent.views import to_json
 
 from ..fixtures.gpu.fake_nvml import FakeNvml
 from ..fixtures.gpu.support import Clock, closed_url, make_watcher
-from ..test_gpu_nvml import until
+from ..fixtures.wait import until
 
 
 def xid(n: int, at: float) -> XidEvent:
@@ -110,8 +111,8 @@ async def test_the_healer_runs_the_rule_and_counts_its_restart_in_the_give_up_wi
     await healer.round()  # the run loop's next round (the action's end woke it)
     heal = store.get("heal")
     assert heal is not None
-    recent = heal.data["recent"]
+    recent = to_json(heal.data)["recent"]
     assert [(r["service"], r["by"], r["reason_code"]) for r in recent] == [("ollama", "gpu", "xid")]
-    assert {"service": "ollama", "action": "restart", "reason": "xid", "count": 1} in heal.data[
-        "actions"
-    ]
+    assert {"service": "ollama", "action": "restart", "reason": "xid", "count": 1} in to_json(
+        heal.data
+    )["actions"]

@@ -9,17 +9,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.snapshot import SnapshotStore, SourceSnapshot, SourceState
 from agent.stack.metrics import ServiceCollector
+from agent.views import ServiceView, StackView
 
 
-def _svc(active: str, health: str, restarts: int) -> dict[str, object]:
+def _svc(active: str, health: str, restarts: int) -> ServiceView:
     running = active == "active"
-    return {
-        "active_state": active,
-        "health": health,
-        "restarts": restarts,
-        "memory_bytes": 123456789 if running else None,
-        "cpu_seconds": 1.5 if running else None,
-    }
+    return ServiceView(
+        unit="x.service",
+        active_state=active,
+        health=health,
+        restarts=restarts,
+        memory_bytes=123456789 if running else None,
+        cpu_seconds=1.5 if running else None,
+    )
 
 
 def test_service_metrics_and_promtool() -> None:
@@ -29,12 +31,12 @@ def test_service_metrics_and_promtool() -> None:
             "stack",
             SourceState.DEGRADED,
             reason="litellm: unit failed",
-            data={
-                "services": {
+            data=StackView(
+                {
                     "ollama": _svc("active", "healthy", 0),
                     "litellm": _svc("failed", "unknown", 3),
                 }
-            },
+            ),
         )
     )
     registry = CollectorRegistry()

@@ -37,7 +37,7 @@ from agent.doctor import (
     parse_meminfo,
 )
 
-from .conftest import HANG_S, REPO, AgentProcess, agent_env, free_port
+from ..conftest import HANG_S, REPO, AgentProcess, agent_env, free_port
 
 AISTACK = REPO / ".venv" / "bin" / "aistack"
 GB = 10**9

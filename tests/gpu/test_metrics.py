@@ -16,9 +16,9 @@ from agent.metrics import build_registry
 from agent.snapshot import SnapshotStore, SourceSnapshot, SourceState
 from agent.status import AgentInfo, status_document
 
-from .fixtures.gpu.fake_nvml import FakeGpu, FakeNvml
-from .fixtures.gpu.support import FIXTURES, make_watcher
-from .test_gpu_nvml import until
+from ..fixtures.gpu.fake_nvml import FakeGpu, FakeNvml
+from ..fixtures.gpu.support import FIXTURES, make_watcher
+from ..fixtures.wait import until
 
 UUID0, UUID1 = (
     "GPU-aaaaaaaa-0000-4000-8000-000000000000",

@@ -7,7 +7,7 @@ from pathlib import Path
 from agent.gpu.amd import amd_cards, read_amd
 from agent.snapshot import SourceState
 
-from .fixtures.gpu.support import FIXTURES, make_watcher
+from ..fixtures.gpu.support import FIXTURES, make_watcher
 
 DRM = FIXTURES / "sysfs" / "class" / "drm"
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import REPO
+from ..conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_device_check.py"
 

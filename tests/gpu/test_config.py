@@ -8,7 +8,7 @@ import pytest
 
 from agent.config import AgentConfig, ConfigError, GpuConfig, effective, parse_config
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def test_defaults() -> None:

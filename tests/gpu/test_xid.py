@@ -19,8 +19,8 @@ from agent.gpu.xid import (
     pci_key,
 )
 
-from .fixtures.gpu.fake_nvml import FakeGpu, FakeNvml
-from .fixtures.gpu.support import FIXTURES, Clock
+from ..fixtures.gpu.fake_nvml import FakeGpu, FakeNvml
+from ..fixtures.gpu.support import FIXTURES, Clock
 
 A_ID = "3f9a1c27b6e04d5a8c1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e"
 B_ID = "9b0e7d4c2a1f3e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d"

@@ -8,7 +8,6 @@ blocking in the fake's nvmlEventSetWait_v2), the health rules, /proc fixture fil
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from agent.config import GpuConfig
 from agent.snapshot import SnapshotStore, SourceState
 
-from .fixtures.gpu.fake_nvml import (
+from ..fixtures.gpu.fake_nvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_LIB_RM_VERSION_MISMATCH,
@@ -24,18 +23,10 @@ from .fixtures.gpu.fake_nvml import (
     FakeGpu,
     FakeNvml,
 )
-from .fixtures.gpu.support import Clock, closed_url, make_watcher
+from ..fixtures.gpu.support import Clock, closed_url, make_watcher
+from ..fixtures.wait import until
 
 A_ID = "3f9a1c27b6e04d5a8c1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e"
-
-
-async def until(condition, within: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait for something a real thread does; fails (never sleeps fixed time) on a bound."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def gpu_cfg(**kw: object) -> GpuConfig:
@@ -275,7 +266,7 @@ async def test_nvml_error_on_one_field_is_not_a_lost_gpu(tmp_path: Path) -> None
     watcher = make_watcher(tmp_path, fake)
 
     def no_permission(handle: object) -> int:
-        from .fixtures.gpu.fake_nvml import NVMLError
+        from ..fixtures.gpu.fake_nvml import NVMLError
 
         raise NVMLError(4)
 
@@ -323,7 +314,7 @@ async def test_gpu_without_xid_events_relies_on_the_kernel_log(tmp_path: Path) -
     assert snap.data["xid"]["events"].startswith("unavailable: GPU-5f1e0b6c")
     assert snap.data["xid"]["kernel_log"] == "reading"
     with kmsg.open("a") as f:
-        f.write((Path(__file__).parent / "fixtures/gpu/kmsg-xid.txt").read_text())
+        f.write((Path(__file__).parent.parent / "fixtures/gpu/kmsg-xid.txt").read_text())
     snap = await watcher.poll_once()
     watcher.close()
     gpu = snap.data["gpus"][0]
@@ -384,7 +375,7 @@ async def test_agent_stops_promptly_with_the_xid_thread_running(
     import signal
     import subprocess
 
-    from .conftest import HANG_S, REPO, http
+    from ..conftest import HANG_S, REPO, http
 
     shim = tmp_path / "shim"
     shim.mkdir()

@@ -21,7 +21,7 @@ from agent.gpu.smi import (
 )
 from agent.snapshot import SourceState
 
-from .fixtures.gpu.support import FIXTURES, make_watcher
+from ..fixtures.gpu.support import FIXTURES, make_watcher
 
 SMI = FIXTURES / "smi"
 H200 = SMI / "h200-580.173.02-query-gpu.csv"

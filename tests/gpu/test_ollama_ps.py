@@ -10,7 +10,7 @@ from aiohttp import web
 
 from agent.ollama_api import fetch_ps, parse_ps
 
-from .fixtures.gpu.support import FIXTURES, closed_url
+from ..fixtures.gpu.support import FIXTURES, closed_url
 
 
 def test_parse_recorded_ps() -> None:

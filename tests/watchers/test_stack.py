@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agent.config import AgentConfig, WatchConfig, parse_config
 from agent.snapshot import SnapshotStore
+from agent.views import to_json
 from agent.watchers.events import ContainerEvent
 from agent.watchers.stack import StackWatcher
 
@@ -15,7 +16,7 @@ from agent.watchers.stack import StackWatcher
 def watcher(config: AgentConfig | None = None) -> StackWatcher:
     w = StackWatcher(SnapshotStore(), WatchConfig())
     w.configure(config or AgentConfig())
-    w._wake.clear()
+    w.clear_wake()
     return w
 
 
@@ -27,8 +28,8 @@ def event(name: str, action: str, health: str | None = None, id: str = "c0ffee")
 def test_a_died_container_of_the_stack_wakes_it_and_is_remembered() -> None:
     w = watcher()
     w.on_container_event(event("ollama", "died"))
-    assert w._wake.is_set()
-    assert w._last_event["ollama"] == {
+    assert w.wake_pending
+    assert to_json(w.last_event("ollama")) == {
         "action": "died", "at": "2027-01-15T08:00:00Z", "exit_code": 137, "health": None,
     }  # fmt: skip
 
@@ -38,18 +39,18 @@ def test_other_containers_and_our_own_execs_do_not_wake_it() -> None:
     w.on_container_event(event("someone-elses", "died"))
     w.on_container_event(event("postgres", "exec_died"))
     w.on_container_event(event("postgres", "exec"))
-    assert not w._wake.is_set()
+    assert not w.wake_pending
 
 
 def test_health_status_wakes_it_only_when_the_health_changes() -> None:
     w = watcher()
     w.on_container_event(event("litellm", "health_status", "healthy"))
-    assert w._wake.is_set()
-    w._wake.clear()
+    assert w.wake_pending
+    w.clear_wake()
     w.on_container_event(event("litellm", "health_status", "healthy"))  # every check repeats
-    assert not w._wake.is_set()
+    assert not w.wake_pending
     w.on_container_event(event("litellm", "health_status", "unhealthy"))
-    assert w._wake.is_set()
+    assert w.wake_pending
 
 
 def test_a_new_containers_first_health_is_news() -> None:
@@ -57,9 +58,9 @@ def test_a_new_containers_first_health_is_news() -> None:
     taken for the old one's, and the healer learnt of it a poll interval late."""
     w = watcher()
     w.on_container_event(event("postgres", "health_status", "healthy", id="old"))
-    w._wake.clear()
+    w.clear_wake()
     assert w.on_container_event(event("postgres", "health_status", "healthy", id="new"))
-    assert w._wake.is_set()
+    assert w.wake_pending
 
 
 def test_disabled_services_and_foreign_units_are_ignored() -> None:
@@ -67,7 +68,7 @@ def test_disabled_services_and_foreign_units_are_ignored() -> None:
     w.on_container_event(event("open-webui", "died"))
     w.on_unit_change("open-webui.service")
     w.on_unit_change("ssh.service")
-    assert not w._wake.is_set()
+    assert not w.wake_pending
     assert w.units() == {"postgres.service", "ollama.service", "litellm.service"}
     w.on_unit_change("postgres.service")
-    assert w._wake.is_set()
+    assert w.wake_pending

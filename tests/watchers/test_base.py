@@ -2,7 +2,7 @@
 
 Podman and systemd are really absent on this development host, so these tests see the
 real 'unavailable' paths; the testbed e2e suite covers the available ones. The GPU
-watcher has its own tests (tests/test_gpu_*.py, with the fake NVML module).
+watcher has its own tests (tests/gpu/, with the fake NVML module).
 """
 
 from __future__ import annotations
