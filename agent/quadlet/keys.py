@@ -56,7 +56,7 @@ FIRST_QUADLET = PodmanVersion(4, 4)
 _V = PodmanVersion
 
 # section -> ((first release, keys added in it), ...), oldest first.
-_TABLE: dict[str, tuple[tuple[PodmanVersion, str], ...]] = {
+KEY_TABLE: dict[str, tuple[tuple[PodmanVersion, str], ...]] = {
     "Container": (
         (_V(4, 4), "AddCapability AddDevice Annotation ContainerName DropCapability "
             "Environment EnvironmentFile EnvironmentHost Exec ExposeHostPort Group "
@@ -147,7 +147,7 @@ _TABLE: dict[str, tuple[tuple[PodmanVersion, str], ...]] = {
     ),
 }  # fmt: skip
 
-QUADLET_SECTIONS: frozenset[str] = frozenset(_TABLE)
+QUADLET_SECTIONS: frozenset[str] = frozenset(KEY_TABLE)
 
 # The file extension quadlet reads for each unit type, and the section it must contain.
 SECTION_FOR_SUFFIX: dict[str, str] = {
@@ -164,16 +164,16 @@ SECTION_FOR_SUFFIX: dict[str, str] = {
 
 @cache
 def _first_versions(section: str) -> dict[str, PodmanVersion]:
-    rows = _TABLE.get(section)
+    rows = KEY_TABLE.get(section)
     if rows is None:
-        raise KeyError(f"{section!r} is not a quadlet section; known: {sorted(_TABLE)}")
+        raise KeyError(f"{section!r} is not a quadlet section; known: {sorted(KEY_TABLE)}")
     return {key: version for version, keys in rows for key in keys.split()}
 
 
 def section_since(section: str) -> PodmanVersion:
     """The first release whose quadlet reads this section at all."""
     _first_versions(section)  # raises KeyError for an unknown section
-    return _TABLE[section][0][0]
+    return KEY_TABLE[section][0][0]
 
 
 def first_version(section: str, key: str) -> PodmanVersion | None:
@@ -198,4 +198,4 @@ def supports(section: str, key: str, version: PodmanVersion) -> bool:
 
 def releases() -> list[PodmanVersion]:
     """Every release that added a key somewhere, oldest first (the table's own versions)."""
-    return sorted({v for rows in _TABLE.values() for v, _ in rows if v.released})
+    return sorted({v for rows in KEY_TABLE.values() for v, _ in rows if v.released})

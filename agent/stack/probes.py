@@ -346,7 +346,7 @@ _CURL_EXITS = {
 }
 
 
-def _curl_failure(code: int, output: str) -> str:
+def curl_failure(code: int, output: str) -> str:
     meaning = _CURL_EXITS.get(code)
     if code == 7 and "refused" in output.lower():
         meaning = "connection refused"
@@ -355,7 +355,7 @@ def _curl_failure(code: int, output: str) -> str:
     return f"curl exit {code}: {meaning}"
 
 
-def _ollama_url(env: Mapping[str, str]) -> str | None:
+def webui_ollama_url(env: Mapping[str, str]) -> str | None:
     """Where Open WebUI looks for Ollama (OLLAMA_BASE_URL, or the first of the newer
     ;-separated OLLAMA_BASE_URLS); None when its Ollama API is switched off."""
     if env.get("ENABLE_OLLAMA_API", "true").strip().lower() in ("false", "0", "no"):
@@ -387,7 +387,7 @@ async def _reach_ollama(url: str, socket: Path, within: float) -> Check:
         why = "curl is not in the container's image; cannot check whether it reaches Ollama"
         return Check(name, False, why, False)
     why = f"did not finish within {_seconds(within)}" if out.code is None \
-        else _curl_failure(out.code, out.output)  # fmt: skip
+        else curl_failure(out.code, out.output)  # fmt: skip
     return Check(
         name,
         False,
@@ -469,7 +469,7 @@ async def probe_service(
         checks.append(
             http("health/db", _own_database(env), "/health/db", _status_true("/health/db"))
         )
-        url = _ollama_url(env)
+        url = webui_ollama_url(env)
         if stack.ollama.enabled and url is not None:
             checks.append(_reach_ollama(url, socket, timeout))
     elif service == "litellm":

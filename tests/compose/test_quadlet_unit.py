@@ -18,7 +18,7 @@ from agent.quadlet import (
     section_since,
     supports,
 )
-from agent.quadlet.keys import _TABLE, UNRELEASED, releases
+from agent.quadlet.keys import KEY_TABLE, UNRELEASED, releases
 
 REFERENCE = Path("/work/shared/reference/quadlet-keys-by-version.md")
 
@@ -32,7 +32,7 @@ def test_table_matches_the_reference_exactly() -> None:
             version = UNRELEASED if row[1].startswith("main") else PodmanVersion.parse(row[1])
             for key in row[2].split(","):
                 reference[(block[1], key.strip())] = version
-    ours = {(s, k): v for s, rows in _TABLE.items() for v, keys in rows for k in keys.split()}
+    ours = {(s, k): v for s, rows in KEY_TABLE.items() for v, keys in rows for k in keys.split()}
     assert ours == reference
 
 

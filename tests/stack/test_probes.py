@@ -337,23 +337,24 @@ def test_container_address_prefers_the_stack_network() -> None:
 
 
 def test_ollama_url_from_open_webui_env() -> None:
-    assert probes._ollama_url({}) == "http://ollama:11434"
+    assert probes.webui_ollama_url({}) == "http://ollama:11434"
     assert (
-        probes._ollama_url({"OLLAMA_BASE_URL": "http://gpu-box:11434/"}) == "http://gpu-box:11434"
+        probes.webui_ollama_url({"OLLAMA_BASE_URL": "http://gpu-box:11434/"})
+        == "http://gpu-box:11434"
     )
     urls = {"OLLAMA_BASE_URLS": "http://a:11434;http://b:11434"}
-    assert probes._ollama_url(urls) == "http://a:11434"
-    assert probes._ollama_url({"ENABLE_OLLAMA_API": "False"}) is None
+    assert probes.webui_ollama_url(urls) == "http://a:11434"
+    assert probes.webui_ollama_url({"ENABLE_OLLAMA_API": "False"}) is None
 
 
 def test_curl_failures_read_as_reasons() -> None:
     refused = "curl: (7) Failed to connect to ollama port 11434: Connection refused\n"
-    assert probes._curl_failure(7, refused) == "curl exit 7: connection refused"
-    assert probes._curl_failure(6, "") == "curl exit 6: could not resolve the host name"
+    assert probes.curl_failure(7, refused) == "curl exit 7: connection refused"
+    assert probes.curl_failure(6, "") == "curl exit 6: could not resolve the host name"
     http = "curl: (22) The requested URL returned error: 500\n"
-    assert probes._curl_failure(22, http) == "curl exit 22: The requested URL returned error: 500"
+    assert probes.curl_failure(22, http) == "curl exit 22: The requested URL returned error: 500"
     shim = "wget: bad address 'ollama:11434'\n"
-    assert probes._curl_failure(1, shim) == "curl exit 1: bad address 'ollama:11434'"
+    assert probes.curl_failure(1, shim) == "curl exit 1: bad address 'ollama:11434'"
 
 
 # --------------------------------------------------------------------------- probe_all
