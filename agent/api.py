@@ -3,11 +3,19 @@
 Errors are always JSON (`{"error": {"status", "message"}}`), 404 and 405 included, and
 no traceback ever reaches a client. Handlers marked @token_required need
 `Authorization: Bearer <token>`, checked in constant time.
+
+Hostile input is refused before it costs anything: a Host header that is a name other
+than localhost or a configured one (DNS rebinding: a web page whose name resolves to
+127.0.0.1 must not read /status), and a compressed request body (the server does not
+inflate bodies, so a gzip bomb stays 255 KiB). Bodies are JSON objects of bounded size
+and depth; systemd or Podman being unreachable is a 503 that says so.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +29,17 @@ from .backup.model import AlreadyRunning, BackupControl, BackupsDisabled
 from .backup.status import backups_document
 from .ollama_api import OllamaError
 from .openapi import openapi_document
+from .podman_api import PodmanApiError
 from .snapshot import SnapshotStore
 from .stack.control import Busy, StackControl, UnknownService
 from .stack.secrets import SecretsError
 from .status import AgentInfo, status_document
+from .systemd_ctl import SystemdError
 from .token import token_matches
 
 log = structlog.get_logger(component="api")
+# Ollama's names: [registry/][namespace/]model[:tag]
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,6 +64,8 @@ class ApiContext:
     stack: StackControl | None = None
     # /status's HTTP status when the overall state is failed (api.failed_status_code).
     failed_status: Callable[[], int] = lambda: 503
+    # Host names besides localhost and IP literals that the API answers (api.allowed_hosts).
+    allowed_hosts: Callable[[], tuple[str, ...]] = lambda: ()
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -85,6 +99,8 @@ def json_error(
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except (SystemdError, PodmanApiError) as exc:
+        return json_error(503, f"not done: {exc}")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -94,6 +110,59 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         log.exception("unhandled error in API handler", path=request.path, method=request.method)
         return json_error(500, "internal error; the agent's log has the details")
+
+
+def host_allowed(host: str | None, allowed: tuple[str, ...]) -> bool:
+    """An IP literal, localhost (or a name under .localhost) or a configured name. A
+    rebinding attack needs a name of its own, so IP literals are safe to accept."""
+    if not host:
+        return True  # HTTP/1.0 without Host: not a browser
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").rstrip(".").lower()
+    if (
+        name in ("localhost",)
+        or name.endswith(".localhost")
+        or name in {a.lower() for a in allowed}
+    ):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@web.middleware
+async def refuse_hostile(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before any handler: the Host header, and no compressed bodies."""
+    context = request.app[CONTEXT]
+    if not host_allowed(request.headers.get("Host"), context.allowed_hosts()):
+        return json_error(
+            421,
+            "this Host is not one the agent answers to (localhost, an IP address, or "
+            "api.allowed_hosts)",
+        )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return json_error(415, "compressed request bodies are not accepted")
+    return await handler(request)
+
+
+async def json_object(request: web.Request, example: str) -> dict[str, Any]:
+    """The body as a JSON object (max_body_size bounds it; nesting is bounded by the
+    parser's recursion, caught); 400 naming what was expected otherwise."""
+    try:
+        raw = await request.read()
+        body = json.loads(raw.decode("utf-8"))
+    except web.HTTPException:
+        raise
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise web.HTTPBadRequest(text=f"the body must be a JSON object like {example}") from None
+    except Exception:  # a broken or unreadable body (aiohttp's own payload errors)
+        raise web.HTTPBadRequest(text="the request body could not be read") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=f"the body must be a JSON object like {example}")
+    return body
 
 
 @web.middleware
@@ -219,11 +288,12 @@ async def service_action(request: web.Request) -> web.Response:
 async def model_pull(request: web.Request) -> web.Response:
     """Pull a model into Ollama (blocks until done): {"model": "llama3.2"}."""
     control = _stack(request)
-    try:
-        body = await request.json()
-        name = str(body["model"])
-    except (ValueError, KeyError, TypeError):
-        return json_error(400, 'the body must be JSON like {"model": "llama3.2"}')
+    example = '{"model": "llama3.2"}'
+    name = (await json_object(request, example)).get("model")
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        return json_error(
+            400, f"model: a model name such as llama3.2 or llama3.2:1b is needed (body {example})"
+        )
     try:
         status = await control.pull_model(name)
     except OllamaError as exc:
@@ -250,7 +320,9 @@ async def backups(request: web.Request) -> web.Response:
 
 
 def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json, bearer_auth], client_max_size=max_body_size)
+    app = web.Application(
+        middlewares=[errors_as_json, refuse_hostile, bearer_auth], client_max_size=max_body_size
+    )
     app[CONTEXT] = context
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)

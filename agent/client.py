@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from . import token
 from .config import AgentConfig
 
 
@@ -44,13 +45,11 @@ def api_base(config: AgentConfig) -> str:
 
 
 def read_token(config: AgentConfig) -> str:
+    """The agent's token (never through a symlink); run as root on the agent's host."""
     try:
-        return config.api.token_file.read_text().strip()
-    except OSError as exc:
-        raise AgentUnreachable(
-            f"cannot read the API token {config.api.token_file} ({exc.strerror}); "
-            "run as root on the agent's host"
-        ) from None
+        return token.read_token(config.api.token_file)
+    except token.TokenError as exc:
+        raise AgentUnreachable(f"{exc}; run as root on the agent's host") from None
 
 
 def request(url: str, timeout: float, method: str = "GET", token: str | None = None) -> Answer:
@@ -74,8 +73,7 @@ def request(url: str, timeout: float, method: str = "GET", token: str | None = N
 
 def post(config: AgentConfig, path: str, timeout: float, base: str | None = None) -> Answer:
     """POST with the token (state changes need it)."""
-    token = read_token(config)
-    return request(f"{base or api_base(config)}{path}", timeout, "POST", token)
+    return request(f"{base or api_base(config)}{path}", timeout, "POST", read_token(config))
 
 
 def get(config: AgentConfig, path: str, timeout: float, base: str | None = None) -> Answer:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import difflib
 import enum
 import ipaddress
+import math
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -21,6 +23,12 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 EX_CONFIG = 78
+# Bounds on what a config file may make the loader do: a hostile or broken file is
+# refused by name in bounded time and memory, never a hang or a traceback.
+MAX_CONFIG_BYTES = 1 << 20  # the shipped agent.yaml is ~12 KiB
+MAX_VALUES = 100_000  # scalars and collections after aliases are followed (alias bombs)
+MAX_DURATION_S = 3650 * 86400.0  # ten years
+MAX_SIZE_BYTES = 1 << 50
 DEFAULT_CONFIG_PATH = Path("/etc/aistack/agent.yaml")
 CONFIG_ENV = "AISTACK_CONFIG"
 
@@ -74,11 +82,14 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
     if isinstance(value, int | float):
         raise ValueError(f"a duration needs a unit: write {value}s, {value}m or {value}h")
-    total = sum_duration_parts(value.strip(), _DURATION_PART, _DURATION_UNITS)
-    if total is None:
+    total = sum_duration_parts(value.strip()[:1000], _DURATION_PART, _DURATION_UNITS)
+    if total is None or len(value) > 1000:
         raise ValueError(
-            f"not a duration: {value!r} (use a number and a unit: ms, s, m, h, d; e.g. 30s, 1h30m)"
+            f"not a duration: {value[:100]!r} (use a number and a unit: ms, s, m, h, d; "
+            "e.g. 30s, 1h30m)"
         )
+    if not math.isfinite(total) or total > MAX_DURATION_S:
+        raise ValueError(f"too long: at most {MAX_DURATION_S // 86400:.0f}d")
     return total
 
 
@@ -100,13 +111,16 @@ def parse_size(value: object) -> int:
         raise ValueError(f"expected a size such as 512MiB or 10GiB, got {value!r}")
     if isinstance(value, int | float):
         raise ValueError(f"a size needs a unit: write {value}B, {value}MiB or {value}GiB")
-    match = _SIZE_RE.fullmatch(value.strip())
+    match = _SIZE_RE.fullmatch(value.strip()) if len(value) <= 1000 else None
     if not match:
         raise ValueError(
-            f"not a size: {value!r} "
+            f"not a size: {value[:100]!r} "
             "(use a number and a unit: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
         )
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if not math.isfinite(size) or size > MAX_SIZE_BYTES:
+        raise ValueError("too large: at most 1PiB")
+    return int(size)
 
 
 def format_size(size: int) -> str:
@@ -156,8 +170,16 @@ class ApiConfig:
     # /status answers this when the overall state is failed (a service given up), so
     # `curl -f localhost:9200/status` is a check; 200 turns that off.
     failed_status_code: int = field(default=503, metadata=_limits(200, 599))
+    # Host names the API answers besides localhost and IP addresses (a DNS-rebinding page
+    # uses a name of its own): e.g. the host's name, for a Prometheus that scrapes by it.
+    allowed_hosts: tuple[str, ...] = ()
 
     def problems(self) -> list[tuple[str, str]]:
+        for name in self.allowed_hosts:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*", name) or len(name) > 253:
+                return [("allowed_hosts", f"not a host name: {name!r}")]
+        if self.max_body_size < 1024:
+            return [("max_body_size", "must be at least 1KiB (it bounds every request body)")]
         try:
             address = ipaddress.ip_address(self.listen)
         except ValueError:
@@ -572,6 +594,8 @@ def _convert(
             if isinstance(item, Mapping | list) or item is None:
                 raise _Invalid(f"{name}: must be a string, number or true/false")
             text = str(item).lower() if isinstance(item, bool) else str(item)
+            if "\0" in text or "\0" in str(name):
+                raise _Invalid(f"{name}: must not contain a NUL character")
             pairs.append((str(name), text))
         return tuple(pairs)
     if hint is Any:  # free-form data handed on as is (e.g. LiteLLM's model_list entries)
@@ -601,7 +625,8 @@ def _convert(
             raise _Invalid(f"must be true or false (got {_describe(value)})")
         return value
     if hint is float:  # ratios and factors; YAML ints are accepted (2 means 2.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not finite:
             raise _Invalid(f"must be a number (got {_describe(value)})")
         low, high = meta.get("min"), meta.get("max")
         if (low is not None and value < low) or (high is not None and value > high):
@@ -614,6 +639,8 @@ def _convert(
         if (low is not None and value < low) or (high is not None and value > high):
             raise _Invalid(f"must be between {low} and {high} (got {value})")
         return value
+    if isinstance(value, str) and "\0" in value:
+        raise _Invalid("must not contain a NUL character")
     if hint in (str, Secret):
         if not isinstance(value, str) or not value:
             raise _Invalid(f"must be a non-empty string (got {_describe(value)})")
@@ -689,6 +716,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     loader.flatten_mapping(node)
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain name, not a list or a mapping",
+                key_node.start_mark,
+            )  # fmt: skip
         key = loader.construct_object(key_node)
         if key in seen:
             mark = key_node.start_mark
@@ -723,21 +755,40 @@ def load_config(path: Path, *, must_exist: bool = True) -> AgentConfig:
     """Read and validate one config file; raises ConfigError naming every problem."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK: a FIFO given as the config must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         if not must_exist:
             return AgentConfig()
         raise ConfigError(source, [f"file not found: {path}"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"cannot read {path}: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read {path}: {exc.strerror}"]) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(source, [f"{path} is not a regular file"])
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [f"cannot read {path}: not UTF-8 text ({exc.reason})"]) from None
     return parse_config(text, source)
 
 
 def parse_config(text: str, source: str = "<string>") -> AgentConfig:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [f"larger than {MAX_CONFIG_BYTES >> 10} KiB"])
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc)]) from None
+    except RecursionError:
+        raise ConfigError(source, ["YAML: nested too deeply"]) from None
+    if _too_many_values(data):
+        raise ConfigError(
+            source, [f"more than {MAX_VALUES} values once aliases are followed (an alias bomb?)"]
+        )
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -749,6 +800,23 @@ def parse_config(text: str, source: str = "<string>") -> AgentConfig:
     if errors:
         raise ConfigError(source, errors)
     return config  # type: ignore[no-any-return]
+
+
+def _too_many_values(data: Any) -> bool:
+    """Walk the loaded data, aliases followed, stopping at MAX_VALUES: a billion-laughs
+    file is a few hundred bytes whose walk would not end."""
+    todo, seen = [data], 0
+    while todo:
+        item = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return True
+        if isinstance(item, Mapping):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

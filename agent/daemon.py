@@ -186,9 +186,13 @@ class Agent:
                 self.backups,
                 self.stack_control,
                 failed_status=lambda: self.config.api.failed_status_code,
+                allowed_hosts=lambda: self.config.api.allowed_hosts,
             )
             app = create_app(context, max_body_size=self.config.api.max_body_size)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+            # auto_decompress off: a compressed body is refused (415), never inflated
+            self._runner = web.AppRunner(
+                app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE, auto_decompress=False
+            )
             await self._runner.setup()
             try:
                 self._site = await self._bind(self.config)

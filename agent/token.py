@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import secrets
@@ -23,10 +24,14 @@ def ensure_token(path: Path) -> str:
     """Return the token in `path`, generating it (0600) when the file does not exist.
 
     An existing file readable by group or others is tightened to 0600 and logged: the
-    token grants every state-changing call, so it must be root's alone.
+    token grants every state-changing call, so it must be root's alone. A symlink or
+    anything but a regular file is refused, never followed or chmodded: whoever could
+    place the link would choose the token (or the file the agent tightens). The checks
+    and the chmod work on one descriptor opened with O_NOFOLLOW, so nothing can be
+    swapped in between.
     """
     try:
-        st = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         token = secrets.token_urlsafe(32)
         try:
@@ -37,30 +42,51 @@ def ensure_token(path: Path) -> str:
         log.info("generated API token", path=str(path))
         return token
     except OSError as exc:
-        raise TokenError(f"cannot stat API token file {path}: {exc.strerror}") from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        log.warning(
-            "API token file was readable by others; set it to 0600",
-            path=str(path),
-            mode=oct(stat.S_IMODE(st.st_mode)),
-        )
-        try:
-            os.chmod(path, 0o600)
-        except OSError as exc:
-            raise TokenError(f"cannot chmod 0600 {path}: {exc.strerror}") from None
-    return read_token(path)
+        raise TokenError(f"cannot open API token file {path}: {_why(exc)}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise TokenError(f"API token file {path} is not a regular file (api.token_file)")
+    with os.fdopen(fd, "rb") as f:
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            log.warning(
+                "API token file was readable by others; set it to 0600",
+                path=str(path),
+                mode=oct(stat.S_IMODE(st.st_mode)),
+            )
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError as exc:
+                raise TokenError(f"cannot chmod 0600 {path}: {exc.strerror}") from None
+        return _token_from(path, f.read(4096))
 
 
-def read_token(path: Path) -> str:
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise TokenError(f"cannot read API token file {path}: {exc.strerror}") from None
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "it is a symlink; refusing to follow it (point api.token_file at a regular file)"
+    return exc.strerror or str(exc)
+
+
+def _token_from(path: Path, raw: bytes) -> str:
+    token = raw.decode("utf-8", errors="replace").strip()
     if len(token) < 16:
         raise TokenError(
             f"API token in {path} is shorter than 16 characters; delete it to regenerate"
         )
     return token
+
+
+def read_token(path: Path) -> str:
+    """The token in `path`, read without following a symlink (O_NOFOLLOW)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise TokenError(f"cannot read API token file {path}: {_why(exc)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TokenError(f"API token file {path} is not a regular file (api.token_file)")
+    with os.fdopen(fd, "rb") as f:
+        return _token_from(path, f.read(4096))
 
 
 def token_matches(expected: str, authorization: str | None) -> bool:
@@ -70,4 +96,10 @@ def token_matches(expected: str, authorization: str | None) -> bool:
     scheme, _, presented = authorization.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(presented.strip().encode(), expected.encode())
+    try:
+        # A token is ASCII; a header with other bytes (aiohttp keeps them as surrogates)
+        # never matches, and must not raise.
+        given = presented.strip().encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given, expected.encode())

@@ -171,7 +171,7 @@ def http(
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=HANG_S)
     try:
         conn.request(method, parts.path or "/", body=body, headers=headers or {})
         resp = conn.getresponse()

@@ -119,6 +119,13 @@ def _fit_to_versions(unit: UnitFile, facts: HostFacts, warnings: list[str]) -> l
 def render(stack: StackConfig, facts: HostFacts, templates: Path | None = None) -> Rendered:
     """Every unit file of the enabled services, their network and volumes."""
     source = templates or templates_dir()
+    if not (source / NETWORK).is_file():
+        raise RenderError(
+            [
+                f"the unit templates are not in {source}: install the aistack package, or "
+                "set AISTACK_UNITS_DIR to a checkout's units/ folder"
+            ]
+        )
     files: dict[str, str] = {}
     problems: list[str] = []
     warnings: list[str] = []
