@@ -13,6 +13,7 @@ and depth; systemd or Podman being unreachable is a 503 that says so.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
@@ -25,6 +26,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from .api_guard import ConnectionGuard
+from .api_guard import middleware as guarded
 from .backup.model import AlreadyRunning, BackupControl, BackupsDisabled
 from .backup.status import backups_document
 from .ollama_api import OllamaError
@@ -69,6 +72,7 @@ class ApiContext:
 
 
 CONTEXT = web.AppKey("context", ApiContext)
+GUARD = web.AppKey("guard", ConnectionGuard)
 
 
 def token_required(handler: Handler) -> Handler:
@@ -151,9 +155,14 @@ async def refuse_hostile(request: web.Request, handler: Handler) -> web.StreamRe
 async def json_object(request: web.Request, example: str) -> dict[str, Any]:
     """The body as a JSON object (max_body_size bounds it; nesting is bounded by the
     parser's recursion, caught); 400 naming what was expected otherwise."""
+    guard = request.app.get(GUARD)
+    limit = guard.request_timeout if guard is not None else 30.0
     try:
-        raw = await request.read()
+        async with asyncio.timeout(limit):  # a body sent a byte at a time is cut off
+            raw = await request.read()
         body = json.loads(raw.decode("utf-8"))
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the request body did not arrive in time") from None
     except web.HTTPException:
         raise
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -319,10 +328,16 @@ async def backups(request: web.Request) -> web.Response:
     return json_response(backups_document(context.store.get("backups")))
 
 
-def create_app(context: ApiContext, max_body_size: int = 1 << 20) -> web.Application:
+def create_app(
+    context: ApiContext, max_body_size: int = 1 << 20, guard: ConnectionGuard | None = None
+) -> web.Application:
+    first = [guarded(guard)] if guard is not None else []
     app = web.Application(
-        middlewares=[errors_as_json, refuse_hostile, bearer_auth], client_max_size=max_body_size
+        middlewares=[*first, errors_as_json, refuse_hostile, bearer_auth],
+        client_max_size=max_body_size,
     )
+    if guard is not None:
+        app[GUARD] = guard
     app[CONTEXT] = context
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)

@@ -173,11 +173,18 @@ class ApiConfig:
     # Host names the API answers besides localhost and IP addresses (a DNS-rebinding page
     # uses a name of its own): e.g. the host's name, for a Prometheus that scrapes by it.
     allowed_hosts: tuple[str, ...] = ()
+    # A client must send a whole request within this of connecting (or of its previous
+    # answer): slow or silent clients are closed, not held.
+    request_timeout: Duration = 20.0
+    # Connections open at once; one more is closed at once.
+    max_connections: int = field(default=256, metadata=_limits(1, 65535))
 
     def problems(self) -> list[tuple[str, str]]:
         for name in self.allowed_hosts:
             if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*", name) or len(name) > 253:
                 return [("allowed_hosts", f"not a host name: {name!r}")]
+        if not 1 <= self.request_timeout <= 600:
+            return [("request_timeout", "must be between 1s and 10m")]
         if self.max_body_size < 1024:
             return [("max_body_size", "must be at least 1KiB (it bounds every request body)")]
         try:

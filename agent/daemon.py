@@ -27,6 +27,7 @@ from aiohttp import web
 
 from . import __version__, notify
 from .api import ApiContext, ReloadResult, create_app
+from .api_guard import KEEPALIVE_S, ConnectionGuard, GuardedSite
 from .backup.scheduler import BackupService
 from .config import EX_CONFIG, AgentConfig, ConfigError, load_config, resolve_path
 from .heal.healer import Healer
@@ -47,6 +48,13 @@ from .watchers.unit_signals import UnitSignals
 EX_OK = 0
 EX_UNAVAILABLE = 69  # the API address cannot be bound
 EX_CANTCREAT = 73  # the token file cannot be created or read
+# Each API connection's protocol: no access log; auto_decompress off, so a compressed
+# body is refused (415) and never inflated; idle keep-alive closed after KEEPALIVE_S.
+HANDLER_OPTIONS: dict[str, Any] = {
+    "access_log": None,
+    "auto_decompress": False,
+    "keepalive_timeout": KEEPALIVE_S,
+}
 SHUTDOWN_GRACE = 2.0  # seconds for tasks and open connections; SIGTERM must end < 5 s
 EXIT_CLEANUP = 2.0  # at most, for clean-up threads still running after the loop closed
 
@@ -104,7 +112,8 @@ class Agent:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
+        self._guard: ConnectionGuard | None = None
 
     @property
     def listen(self) -> str:
@@ -188,11 +197,10 @@ class Agent:
                 failed_status=lambda: self.config.api.failed_status_code,
                 allowed_hosts=lambda: self.config.api.allowed_hosts,
             )
-            app = create_app(context, max_body_size=self.config.api.max_body_size)
-            # auto_decompress off: a compressed body is refused (415), never inflated
-            self._runner = web.AppRunner(
-                app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE, auto_decompress=False
-            )
+            api = self.config.api
+            self._guard = ConnectionGuard(api.max_connections, api.request_timeout)
+            app = create_app(context, max_body_size=api.max_body_size, guard=self._guard)
+            self._runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE, **HANDLER_OPTIONS)
             await self._runner.setup()
             try:
                 self._site = await self._bind(self.config)
@@ -200,6 +208,7 @@ class Agent:
                 log.error("cannot start", error=str(exc))
                 await self._shutdown()
                 return EX_UNAVAILABLE
+            self._spawn(self._guard.run(), "api-guard")
             notify.ready(summary(self.store.latest(), self.listen))
             log.info("agent ready", version=__version__, listen=self.listen,
                      config=str(self.config_path))  # fmt: skip
@@ -214,9 +223,11 @@ class Agent:
         log.info("stopped")
         return EX_OK
 
-    async def _bind(self, config: AgentConfig) -> web.TCPSite:
-        assert self._runner is not None
-        site = web.TCPSite(self._runner, config.api.listen, config.api.port, reuse_address=True)
+    async def _bind(self, config: AgentConfig) -> web.BaseSite:
+        assert self._runner is not None and self._guard is not None
+        site = GuardedSite(
+            self._runner, config.api.listen, config.api.port, self._guard, HANDLER_OPTIONS
+        )
         try:
             await site.start()
         except OSError as exc:

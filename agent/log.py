@@ -77,12 +77,23 @@ def _ensure_component(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
+# Loggers whose tracebacks may quote what a client sent (aiohttp's request parser puts
+# the offending header, a token among them, in its exception): only the exception's type
+# reaches the log. Clients' input never does.
+CLIENT_INPUT_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web")
+
+
 class _StdlibBridge(logging.Handler):
     """Send records of libraries that use stdlib logging through structlog."""
 
     def emit(self, record: logging.LogRecord) -> None:
         logger = structlog.get_logger(component=record.name)
         kwargs: dict[str, Any] = {}
+        if record.name.startswith(CLIENT_INPUT_LOGGERS):
+            if record.exc_info and record.exc_info[0] is not None:
+                kwargs["error"] = record.exc_info[0].__name__
+            logger.log(record.levelno, str(record.msg).split("%", 1)[0].strip(), **kwargs)
+            return
         if record.exc_info:
             kwargs["exc_info"] = record.exc_info
         logger.log(record.levelno, record.getMessage(), **kwargs)

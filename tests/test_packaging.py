@@ -161,3 +161,17 @@ def test_unit_exposure_does_not_rise_above_the_readme_figure() -> None:
     recorded = float(match.group(1))
     assert recorded <= 4.0
     assert _exposure() <= recorded
+
+
+def test_unit_bounds_memory_files_and_tasks_each_with_a_reason() -> None:
+    lines = (REPO / "units" / "aistack-agent.service").read_text().splitlines()
+    for key in ("MemoryMax=", "LimitNOFILE=", "TasksMax="):
+        at = next(i for i, line in enumerate(lines) if line.startswith(key))
+        above = next(line for line in reversed(lines[:at]) if not line.startswith(("Memory",)))
+        assert above.startswith("#"), f"{key} needs a comment saying why"
+    verify = shutil.which("systemd-analyze")
+    if verify:  # the unit file parses with these keys
+        unit = str(REPO / "units" / "aistack-agent.service")
+        proc = subprocess.run([verify, "verify", "--man=no", unit], capture_output=True, text=True)
+        keys = ("MemoryHigh", "MemoryMax", "LimitNOFILE", "TasksMax")
+        assert not [line for line in proc.stderr.splitlines() if any(k in line for k in keys)]

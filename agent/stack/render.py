@@ -168,7 +168,8 @@ def _customise(
     unit.replace("Container", "PublishPort", [f"{port}:{spec.port}" for port in svc.ports])
     if spec.name == "postgres":
         _set_env(unit, (("POSTGRES_DB", svc.database), ("POSTGRES_USER", svc.user)))
-        unit.replace("Container", "HealthCmd", [f"pg_isready -d {svc.database} -U {svc.user}"])
+        check = f"pg_isready -h 127.0.0.1 -d {svc.database} -U {svc.user}"  # TCP: see template
+        unit.replace("Container", "HealthCmd", [check])
     _set_env(unit, svc.env)
     for volume in svc.volumes:
         unit.add("Container", "Volume", volume)

@@ -126,9 +126,12 @@ def test_litellm_runs_the_same_command_with_its_config_mounted() -> None:
     assert seed.get("Exec") == ours.get("Exec") == ["--config /app/config.yaml --port 4000"]
 
 
-def test_postgres_health_check_is_the_seeds() -> None:
+def test_postgres_health_check_is_the_seeds_over_tcp() -> None:
+    """The seed's check, asked over TCP: the image's init-time server listens on the
+    socket only, and must not count as healthy (docs/import-compose.md, "health")."""
     seed, ours = converted()["postgres"], managed()["postgres"]
-    assert seed.get("HealthCmd") == ours.get("HealthCmd") == ["pg_isready -d litellm -U llmproxy"]
+    assert seed.get("HealthCmd") == ["pg_isready -d litellm -U llmproxy"]
+    assert ours.get("HealthCmd") == ["pg_isready -h 127.0.0.1 -d litellm -U llmproxy"]
 
 
 def test_intentional_differences_are_documented() -> None:

@@ -21,7 +21,7 @@ Network=e2e.network
 Volume=e2e-pgdata.volume:/var/lib/postgresql/data
 PublishPort=127.0.0.1:15432:5432
 Environment=POSTGRES_USER=aistack POSTGRES_PASSWORD=s3cret POSTGRES_DB=litellm
-HealthCmd=pg_isready -U aistack -d litellm
+HealthCmd=pg_isready -h 127.0.0.1 -U aistack -d litellm
 HealthInterval=2s
 HealthRetries=30
 Notify=healthy
