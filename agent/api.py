@@ -35,7 +35,7 @@ from .openapi import openapi_document
 from .podman_api import PodmanApiError
 from .snapshot import SnapshotStore
 from .stack.control import Busy, StackControl, UnknownService
-from .stack.secrets import SecretsError
+from .stack.secrets import SecretsError, SecretStoreUnavailable
 from .status import AgentInfo, status_document
 from .systemd_ctl import SystemdError
 from .token import token_matches
@@ -263,7 +263,9 @@ async def stack_apply(request: web.Request) -> web.Response:
         return json_error(409, str(exc))
     if report.problems:
         return json_error(
-            422, "nothing was changed: the config cannot be applied", problems=report.problems
+            422,
+            "the config cannot be applied: no unit was written, started or stopped",
+            problems=report.problems,
         )
     return json_response(report.as_dict(), status=200 if report.ok else 502)
 
@@ -315,6 +317,8 @@ async def secret_rotate(request: web.Request) -> web.Response:
     control = _stack(request)
     try:
         results = await control.rotate_secret(request.match_info["name"])
+    except SecretStoreUnavailable as exc:  # Podman is down: not the caller's mistake
+        return json_error(503, str(exc))
     except SecretsError as exc:
         return json_error(400, str(exc))
     restarted = [{"service": r.service, "ok": r.ok, "result": r.result} for r in results]

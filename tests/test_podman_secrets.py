@@ -154,3 +154,25 @@ def test_missing_socket_names_it(tmp_path: Path) -> None:
     sock = tmp_path / "absent.sock"
     with pytest.raises(pa.PodmanApiError, match=r"absent\.sock.*podman\.socket"):
         pa.secret_create(sock, "key", VALUE)
+
+
+def test_rotating_with_podman_down_says_the_store_is_unavailable(tmp_path: Path) -> None:
+    """The API answers this 503 (not the caller's mistake); the folder is created 0700."""
+    from agent.config import StackConfig
+    from agent.stack import secrets
+
+    directory = tmp_path / "secrets"
+    with pytest.raises(secrets.SecretStoreUnavailable, match="cannot store secret aistack-"):
+        secrets.rotate("webui-secret-key", StackConfig(), tmp_path / "no.sock", directory)
+    assert (directory / "webui-secret-key").stat().st_mode & 0o777 == 0o600
+    assert directory.stat().st_mode & 0o777 == 0o700
+
+
+def test_rotating_into_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    from agent.config import StackConfig
+    from agent.stack import secrets
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(secrets.SecretsError, match="cannot write"):
+        secrets.rotate("webui-secret-key", StackConfig(), tmp_path / "no.sock", blocker / "s")

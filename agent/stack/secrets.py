@@ -43,6 +43,10 @@ class SecretsError(Exception):
     pass
 
 
+class SecretStoreUnavailable(SecretsError):
+    """Podman could not store a secret (its API is down): the request was sound."""
+
+
 def podman_name(name: str) -> str:
     return f"aistack-{name}"
 
@@ -108,7 +112,7 @@ def ensure(stack: StackConfig, socket: Path, directory: Path = SECRETS_DIR) -> s
                 continue
             podman_api.secret_create(socket, podman_name(name), value, replace=True)
         except podman_api.PodmanApiError as exc:
-            raise SecretsError(
+            raise SecretStoreUnavailable(
                 f"cannot store secret {podman_name(name)} in Podman: {exc}"
             ) from None
         write_atomic(stamp, fingerprint.encode(), mode=0o600)
@@ -127,7 +131,11 @@ def rotate(name: str, stack: StackConfig, socket: Path, directory: Path = SECRET
             "rotating postgres-password needs the database's own password changed too "
             "(ALTER ROLE); not done automatically"
         )
-    write_atomic(directory / name, spec.generate().encode(), mode=0o600)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(directory / name, spec.generate().encode(), mode=0o600)
+    except OSError as exc:
+        raise SecretsError(f"cannot write {directory / name}: {exc.strerror}") from None
     return ensure(stack, socket, directory) | set(spec.users)
 
 
