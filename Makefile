@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv lint test test-unit test-e2e bench demo demo-down deb rpm clean
+.PHONY: help deps venv lint test test-unit test-e2e bench gauntlet demo demo-down deb rpm clean
 
 help:
 	@echo "make deps       install the host packages the build and tests need (apt, root)"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-unit  unit tests only (no root, no testbed)"
 	@echo "make test-e2e   the e2e suite in the systemd + Podman testbed (root)"
 	@echo "make bench      API latency and RSS; kill -9 detection latency in the testbed (root)"
+	@echo "make gauntlet   100 seeded random faults against the stack in the testbed (root)"
 	@echo "make demo       boot the testbed, install and start the agent, show its /status"
 	@echo "make demo-down  stop the demo testbed"
 	@echo "make deb rpm    build dist/aistack_*.deb and dist/aistack-*.rpm (nfpm)"
@@ -56,6 +57,10 @@ test: lint test-unit test-e2e
 bench: $(STAMP)
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/detection.py
+
+# FAULTS=14 runs each kind of fault once; SEED picks the sequence.
+gauntlet: $(STAMP)
+	$(BIN)/python benchmarks/gauntlet.py --faults $(or $(FAULTS),100) --seed $(or $(SEED),1)
 
 demo: $(STAMP)
 	$(BIN)/python -m tests.e2e.demo up

@@ -141,4 +141,3 @@ def test_a_service_action_with_systemd_gone_is_503_saying_so(agent: AgentProcess
     assert status == 503, (status, answer[:300])
     assert "D-Bus" in str(error(answer)["message"])
     assert http("GET", f"{agent.base}/healthz")[0] == 200  # still serving
-
