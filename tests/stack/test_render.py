@@ -128,3 +128,9 @@ def test_gpu_auto_picks_what_the_host_has(tmp_path: Path) -> None:
     assert resolve_gpu("auto", (cdi,), kfd) == "nvidia"
     assert resolve_gpu("nvidia", (cdi,), kfd) == "nvidia"
     assert resolve_gpu("none", (cdi,), kfd) == "none"
+
+
+def test_missing_templates_are_a_render_error_not_a_traceback(tmp_path: Path) -> None:
+    """A plain pip install has no /usr/share/aistack/units: /v1/apply must say so (422)."""
+    with pytest.raises(RenderError, match="the unit templates are not in"):
+        render(parse_config("").stack, HostFacts(P54, 257, "none"), templates=tmp_path)
