@@ -2,7 +2,11 @@
 
 Exit codes: 0 converted (and written with -o); 2 something could not be converted and
 --allow-lossy was not given (nothing is written), or a usage error; 65 (EX_DATAERR) a
-compose file is malformed: the message names the file and the key path.
+compose file is malformed, or refused as hostile (a name that is not a file name, an
+alias bomb, a file that is not a regular file...): the message names the file and the
+key path; 73 (EX_CANTCREAT) the output (-o DIR, --stack-config FILE) cannot be written.
+Before writing, every unit's file name is checked to be a plain name inside -o, whatever
+the loader already checked.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,13 +26,14 @@ from typing import Any
 from ..atomic import write_atomic
 from ..quadlet import FIRST_QUADLET, PodmanVersion, UnitFile
 from .convert import convert
-from .errors import EX_DATAERR, ComposeError
+from .errors import EX_DATAERR, ComposeError, visible
 from .loader import LoadOptions, Project, load_project
 from .report import Report
 from .stackconfig import StackImport, stack_config
 
 EX_OK = 0
 EX_LOSSY = 2
+EX_CANTCREAT = 73  # sysexits.h: an output file cannot be created
 DEFAULT_TARGET = PodmanVersion(5, 0)
 
 # What `docker compose` reads when no -f is given, in its order of preference.
@@ -43,7 +49,9 @@ EXIT_CODES = """exit codes:
   0   converted (and written, with -o)
   2   some settings cannot be converted (listed; nothing written) unless --allow-lossy,
       or a usage error
-  65  a compose file is malformed (EX_DATAERR): the file and the key path are named"""
+  65  a compose file is malformed or refused as hostile (EX_DATAERR): the file and the
+      key path are named
+  73  the output (-o DIR, --stack-config FILE) cannot be written (EX_CANTCREAT)"""
 
 DESCRIPTION = """\
 Convert a docker-compose project into Podman quadlet units (.container, .network,
@@ -168,9 +176,9 @@ def default_files(directory: Path, environ: Mapping[str, str]) -> list[Path]:
         sep = environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
         return [directory / f for f in environ["COMPOSE_FILE"].split(sep) if f]
     for name in DEFAULT_FILES:
-        if (directory / name).is_file():
+        if os.path.isfile(directory / name):
             files = [directory / name]
-            override = next((o for o in OVERRIDE_FILES if (directory / o).is_file()), None)
+            override = next((o for o in OVERRIDE_FILES if os.path.isfile(directory / o)), None)
             return files + ([directory / override] if override else [])
     raise ComposeError(
         directory,
@@ -206,15 +214,91 @@ def import_compose(
     return ImportResult(project, target, source, units, report.sorted())
 
 
+class OutputError(Exception):
+    """An output cannot be written (exit 73): `target` and why."""
+
+    def __init__(self, target: Path, option: str, message: str) -> None:
+        self.target = target
+        self.option = option
+        self.message = message
+        super().__init__(f"{option} {target}: {message}")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": str(self.target), "path": self.option, "message": self.message}
+
+
+# A unit file name: a plain name, never a path (defence in depth: the loader already
+# refuses names outside Compose's rule, but the writer must not trust that).
+_UNIT_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*\.(container|network|volume)")
+_MAX_FILE_NAME = 240
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path("/")
+
+
+def check_output_dir(directory: Path) -> None:
+    """-o must be a directory, or creatable as one (checked before anything is written)."""
+    found = _existing_ancestor(directory.absolute())
+    if not os.path.isdir(found):
+        what = (
+            "exists and is not a directory"
+            if found == directory.absolute()
+            else (f"cannot be created: {found} is not a directory")
+        )
+        raise OutputError(directory, "-o", f"{what}; nothing written")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """A file to write must not be a directory, and its directory must be creatable."""
+    if os.path.isdir(path):
+        raise OutputError(path, option, "is a directory; nothing written")
+    found = _existing_ancestor(path.parent.absolute())
+    if not os.path.isdir(found):
+        raise OutputError(path, option, f"cannot be created: {found} is not a directory")
+
+
+def unit_path(directory: Path, name: str) -> Path:
+    """Where a unit goes: a plain file name directly inside `directory`, else refused."""
+    inside = Path(os.path.normpath(directory.absolute() / name))
+    if (
+        not _UNIT_FILE.fullmatch(name)
+        or len(name.encode()) > _MAX_FILE_NAME
+        or inside.parent != Path(os.path.normpath(directory.absolute()))
+    ):
+        raise OutputError(
+            directory, "-o", f"refusing to write {name!r}: not a plain unit file name"
+        )
+    return directory / name
+
+
 def write_units(units: Sequence[UnitFile], directory: Path) -> list[Path]:
-    """Each unit written atomically (a crash never leaves half a unit for quadlet)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for unit in units:
-        path = directory / unit.name
-        write_atomic(path, unit.render().encode())
-        paths.append(path)
+    """Each unit written atomically (a crash never leaves half a unit for quadlet).
+
+    Every path is checked before the first write, so a refused name writes nothing.
+    """
+    check_output_dir(directory)
+    paths = [unit_path(directory, unit.name) for unit in units]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for unit, path in zip(units, paths, strict=True):
+            write_atomic(path, unit.render().encode())
+    except OSError as exc:
+        raise OutputError(directory, "-o", f"cannot write: {exc.strerror or exc}") from None
     return paths
+
+
+def write_stack_config(path: Path, text: str) -> None:
+    """The stack: config, written atomically."""
+    check_output_file(path, "--stack-config")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text.encode())
+    except OSError as exc:
+        raise OutputError(path, "--stack-config", f"cannot write: {exc.strerror or exc}") from None
 
 
 def _as_json(result: ImportResult, exit_code: int) -> dict[str, Any]:
@@ -274,22 +358,31 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
             env_files=args.env_files,
             project_name=args.project_name,
         )
+        blocked = bool(result.report.lossy) and not args.allow_lossy
+        stack = add_stack_config(result) if args.stack_config is not None else None
+        if not blocked:
+            # both outputs checked before either is written
+            if args.output is not None:
+                check_output_dir(args.output)
+            if stack is not None and stack.recognised:
+                check_output_file(args.stack_config, "--stack-config")
+            if args.output is not None:
+                result.written = write_units(result.units, args.output)
+            if stack is not None and stack.recognised:
+                write_stack_config(args.stack_config, stack.render(result.project.files))
+                result.stack_written = args.stack_config
     except ComposeError as exc:
         if args.json:
             print(json.dumps({"exit_code": EX_DATAERR, "error": exc.as_dict()}, indent=2))
         print(f"aistack: import-compose: {exc.render()}", file=sys.stderr)
         return EX_DATAERR
+    except OutputError as exc:
+        if args.json:
+            print(json.dumps({"exit_code": EX_CANTCREAT, "error": exc.as_dict()}, indent=2))
+        print(f"aistack: import-compose: {visible(str(exc))}", file=sys.stderr)
+        return EX_CANTCREAT
     report = result.report
-    blocked = bool(report.lossy) and not args.allow_lossy
     exit_code = EX_LOSSY if blocked else EX_OK
-    stack = add_stack_config(result) if args.stack_config is not None else None
-    if not blocked and args.output is not None:
-        result.written = write_units(result.units, args.output)
-    if not blocked and stack is not None and stack.recognised:
-        args.stack_config.parent.mkdir(parents=True, exist_ok=True)
-        text = stack.render(result.project.files)
-        write_atomic(args.stack_config, text.encode())
-        result.stack_written = args.stack_config
     if args.json:
         print(json.dumps(_as_json(result, exit_code), indent=2))
     elif not blocked and args.output is None:

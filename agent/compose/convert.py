@@ -10,23 +10,44 @@ Naming, chosen so units from several projects can share /etc/containers/systemd:
   (or its `name:`), which keeps the data of a project podman-compose ran before.
 External networks and volumes are referenced by name; nothing is created for them.
 Referencing `x.network`/`x.volume` makes quadlet order and require their units.
+
+The names were checked when loading (Compose's rule); a unit file name must also fit a
+file system's 255 bytes with room for the writer's temporary name (MAX_FILE_NAME).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..quadlet import PodmanVersion, UnitFile, UnitValueError, first_version, supports
 from .container import Plan, ServiceConverter, unit_header
-from .errors import ComposeError
+from .errors import ComposeError, KeyPath
 from .loader import Project
 from .report import Report
 from .values import scalar
 
+MAX_FILE_NAME = 240  # bytes; NAME_MAX is 255 and the atomic writer adds a suffix
+
+
+def check_file_name(name: str, file: Path, where: KeyPath) -> None:
+    """A unit file name longer than a file system takes is an error naming the key."""
+    if len(name.encode()) > MAX_FILE_NAME:
+        raise ComposeError(
+            file,
+            where,
+            f"the unit file name {name[:40]}... would be longer than {MAX_FILE_NAME} bytes; "
+            "use a shorter name",
+        )
+
 
 def container_name(project: Project, service: str) -> str:
     name = project.services[service].get("container_name")
-    return scalar(name) if name else f"{project.name}-{service}"
+    try:
+        return scalar(name) if name else f"{project.name}-{service}"
+    except ValueError as exc:
+        where = project.origin.get(service, project.files[0])
+        raise ComposeError(where, ("services", service, "container_name"), str(exc)) from None
 
 
 def plan(project: Project, target: PodmanVersion) -> Plan:
@@ -100,6 +121,7 @@ class _Resources:
             )
             return None
         stem = self.project.name if name == "default" else f"{self.project.name}-{name}"
+        check_file_name(f"{stem}.network", self.project.files[0], ("networks", name))
         unit = UnitFile(f"{stem}.network", unit_header(self.project, f"network {name!r}"))
         plan_.network_units[name] = unit.name
         what = "the project's default network" if name == "default" else f"network {name}"
@@ -196,6 +218,7 @@ class _Resources:
             )
             return None
         stem = f"{self.project.name}-{name}"
+        check_file_name(f"{stem}.volume", self.project.files[0], ("volumes", name))
         unit = UnitFile(f"{stem}.volume", unit_header(self.project, f"volume {name!r}"))
         plan_.volume_units[name] = unit.name
         unit.add("Unit", "Description", f"volume {name} ({self.project.name} compose project)")
@@ -255,7 +278,7 @@ def convert(project: Project, target: PodmanVersion, report: Report) -> list[Uni
         for name in sorted(names):
             try:
                 unit = make(name, the_plan)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
                 where = project.files[0]
                 raise ComposeError(where, (kind, name), f"invalid value: {exc}") from None
             if unit:
@@ -271,6 +294,8 @@ def convert(project: Project, target: PodmanVersion, report: Report) -> list[Uni
         for name in sorted(set(getattr(project, kind)) - used_refs):
             report.note(f"{kind}.{name}", kind, "not used by any converted service")
     for name in sorted(project.services):
+        where = project.origin.get(name, project.files[0])
+        check_file_name(f"{name}.container", where, ("services", name))
         units.append(ServiceConverter(the_plan, name, report).convert())
     for unit in units:  # a unit quadlet would skip must never be written
         for problem in unit.validate(target):

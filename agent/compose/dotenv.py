@@ -11,6 +11,10 @@ Podman's `--env-file` (what quadlet's `EnvironmentFile=` becomes) only splits ea
 at the first `=`: no quotes, no interpolation, no inline comments. A file is handed to
 Podman as-is only when both readings agree (`podman_reads_same`); otherwise its values
 are resolved here, which is what Compose does anyway when it starts the containers.
+
+An env file may be any file (`env_file: /etc/shadow`), so a malformed line is named by
+its number, never quoted, and the values of one file may come to at most MAX_LENGTH
+characters once interpolated (`B=${A}${A}`, `C=${B}${B}`... doubles on every line).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ComposeError
-from .interpolate import InterpolationError, interpolate
+from . import files
+from .errors import ComposeError, shown
+from .interpolate import MAX_LENGTH, InterpolationError, interpolate
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$$"}
@@ -38,6 +43,7 @@ def parse(
     raw=True reads Compose's `format: raw` (every line KEY=VALUE, taken literally).
     """
     values: dict[str, str] = {}
+    left = MAX_LENGTH
 
     def resolve(name: str) -> str | None:
         found = lookup(name)
@@ -54,14 +60,14 @@ def parse(
         if raw:
             key, sep, value = line.partition("=")
             if not sep or not _KEY.fullmatch(key):
-                raise ComposeError(file, f"line {lineno}", f"expected KEY=VALUE, got {line!r}")
+                raise ComposeError(file, f"line {lineno}", "expected KEY=VALUE")
             values[key] = value
             continue
         if line.startswith("export ") or line.startswith("export\t"):
             line = line[7:].lstrip()
         match = _KEY.match(line)
         if not match:
-            raise ComposeError(file, f"line {lineno}", f"expected KEY=VALUE, got {line!r}")
+            raise ComposeError(file, f"line {lineno}", "expected KEY=VALUE")
         key, rest = match.group(), line[match.end() :].lstrip(" \t")
         if not rest or rest.startswith("#"):
             found = lookup(key)
@@ -69,18 +75,22 @@ def parse(
                 values[key] = found
             continue
         if rest[0] not in "=:":
-            raise ComposeError(file, f"line {lineno}", f"expected '=' after {key}, got {line!r}")
+            raise ComposeError(file, f"line {lineno}", "expected '=' after the variable name")
         rest = rest[1:].lstrip(" \t")
         if rest[:1] in ("'", '"'):
             quote = rest[0]
             body = rest[1:]
-            # a quoted value may continue on the following lines until its closing quote
-            while _closing(body, quote) < 0 and i < len(lines):
+            # a quoted value may continue on the following lines until its closing quote;
+            # each line is scanned once (resuming where the last scan stopped)
+            end, resume = _closing(body, quote, 0)
+            while end < 0 and i < len(lines):
                 body += "\n" + lines[i]
                 i += 1
-            end = _closing(body, quote)
+                end, resume = _closing(body, quote, resume)
             if end < 0:
-                raise ComposeError(file, f"line {lineno}", f"{key}: unterminated {quote} quote")
+                raise ComposeError(
+                    file, f"line {lineno}", f"{shown(key)}: unterminated {quote} quote"
+                )
             inner = body[:end]
             if quote == "'":
                 values[key] = inner
@@ -89,35 +99,32 @@ def parse(
         else:
             inner = re.split(r"\s#", rest, maxsplit=1)[0].strip()
         try:
-            values[key] = interpolate(inner, resolve, strict=False)
+            values[key] = interpolate(inner, resolve, strict=False, limit=left)
         except InterpolationError as exc:
-            raise ComposeError(file, f"line {lineno}", f"{key}: {exc}") from None
+            raise ComposeError(file, f"line {lineno}", f"{shown(key)}: {exc}") from None
+        left -= len(values[key])
     return values
 
 
-def _closing(body: str, quote: str) -> int:
-    """Index of the unescaped closing quote in body, or -1."""
-    i = 0
+def _closing(body: str, quote: str, start: int) -> tuple[int, int]:
+    """(index of the unescaped closing quote in body at or after `start`, or -1; where
+    to resume the scan once more text is appended)."""
+    i = start
     while i < len(body):
         if body[i] == "\\" and quote == '"':
             i += 2
             continue
         if body[i] == quote:
-            return i
+            return i, i
         i += 1
-    return -1
+    return -1, i
 
 
 def load(
     path: Path, lookup: Callable[[str], str | None] = lambda _: None, *, raw: bool = False
 ) -> dict[str, str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ComposeError(path, "(file)", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ComposeError(path, "(file)", f"cannot read: {exc}") from None
-    return parse(text, path, lookup, raw=raw)
+    """Read (bounded, regular files only) and parse one env file."""
+    return parse(files.read_text(path), path, lookup, raw=raw)
 
 
 def podman_reads_same(text: str) -> bool:

@@ -8,12 +8,37 @@ exit status 65 (EX_DATAERR from sysexits.h: the input data was incorrect).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 EX_DATAERR = 65
 
 KeyPath = Sequence[str | int]
+
+
+# A key that may be echoed in a message: a file that is not a compose file (an
+# `include: [/etc/shadow]`) must never have its text printed, so other keys are not shown.
+_NAME_LIKE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+NOT_SHOWN = "(not shown: not a key name)"
+
+
+def name_like(key: object) -> bool:
+    """Whether `key` looks like a key name, so echoing it leaks nothing else."""
+    return isinstance(key, str) and bool(_NAME_LIKE.fullmatch(key))
+
+
+def shown(key: object) -> str:
+    """`'image'` for a key name; a placeholder for anything else (file content)."""
+    return repr(key) if name_like(key) else NOT_SHOWN
+
+
+def visible(text: str) -> str:
+    """`text` with control characters escaped: a key holding a newline or a terminal
+    escape sequence must not start a new line or repaint the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def format_path(path: KeyPath) -> str:
@@ -23,7 +48,8 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part) if str(part).isprintable() else repr(str(part))
+            out += f".{text}" if out else text
     return out or "(top level)"
 
 
@@ -44,7 +70,7 @@ class ComposeError(Exception):
 
     def render(self) -> str:
         where = f"{self.file}: " if self.file else ""
-        return f"{where}{self.path}: {self.message}"
+        return visible(f"{where}{self.path}: {self.message}")
 
     def as_dict(self) -> dict[str, str | None]:
         return {"file": self.file, "path": self.path, "message": self.message}

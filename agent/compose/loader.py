@@ -8,10 +8,18 @@ cross reference (depends_on, networks, volumes, secrets, network_mode...) is che
 The project directory is the first file's directory, and every relative path of the
 `-f` files is relative to it; paths in an extended or included file are relative to
 that file's own directory.
+
+Every file is untrusted input, and so are the files it names: see `files` (bounded
+reads), `yamlload` (alias bombs, nesting), `interpolate` (bounded expansion). Here: at
+most MAX_LOADS compose files parsed and MAX_PROJECT_VALUES values in all (an `include`
+of the same file a thousand times, nested), includes at most MAX_INCLUDE_DEPTH deep,
+the resolved project at most MAX_PROJECT_VALUES values (`extends` shares a base among
+many services), and the extends and depends_on chains walked without recursion.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from . import dotenv, schema
-from .errors import ComposeError, did_you_mean
+from .errors import ComposeError, did_you_mean, name_like, shown
+from .files import Reader
 from .interpolate import interpolate_tree
 from .merge import enforce_unique, merge, strip_tags
 from .normalize import Normalizer
 from .report import Report
-from .yamlload import load_file
+from .yamlload import parse
+
+MAX_LOADS = 1000  # compose files parsed for one project (-f, include, extends)
+MAX_PROJECT_VALUES = 1_000_000  # in all the files parsed, and in the resolved project
+MAX_INCLUDE_DEPTH = 32
 
 
 @dataclass
@@ -50,6 +63,8 @@ class Project:
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     origin: dict[str, Path] = field(default_factory=dict)  # service -> defining file
+    # the files the conversion reads (env_file, label_file...), within the same budget
+    reader: Reader = field(default_factory=Reader, repr=False, compare=False)
 
 
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -63,15 +78,20 @@ def normalize_project_name(name: str) -> str:
 
 
 def read_environment(
-    project_dir: Path, environ: Mapping[str, str], env_files: Sequence[Path] | None
+    project_dir: Path,
+    environ: Mapping[str, str],
+    env_files: Sequence[Path] | None,
+    reader: Reader | None = None,
 ) -> dict[str, str]:
     """The interpolation environment: the process environment wins over env files."""
+    reader = reader or Reader()
     files = list(env_files) if env_files is not None else []
-    if env_files is None and (project_dir / ".env").is_file():
+    if env_files is None and os.path.isfile(project_dir / ".env"):
         files = [project_dir / ".env"]
     values: dict[str, str] = {}
     for path in files:
-        values.update(dotenv.load(path, lambda name: environ.get(name, values.get(name))))
+        text = reader.text(path)
+        values.update(dotenv.parse(text, path, lambda name: environ.get(name, values.get(name))))
     values.update(environ)
     return values
 
@@ -84,17 +104,34 @@ class _Loader:
         self.including: list[Path] = []
         self.extends_cache: dict[Path, dict[str, Any]] = {}
         self.origin: dict[str, Path] = {}
+        self.reader = Reader()
+        self.loads = 0
+        self.values = 0
 
     # --- one file ---------------------------------------------------------------------
 
     def read(self, path: Path, base_dir: Path, env: Mapping[str, str]) -> dict[str, Any]:
         """Parse, check, interpolate and normalize one file (no extends/include yet)."""
-        data = load_file(path)
+        self.loads += 1
+        if self.loads > MAX_LOADS:
+            raise ComposeError(
+                path, "(file)", f"the project parses more than {MAX_LOADS} compose files; refused"
+            )
+        doc = parse(self.reader.text(path), path)
+        self.values += doc.values
+        if self.values > MAX_PROJECT_VALUES:
+            raise ComposeError(
+                path,
+                "(file)",
+                f"the project's files hold more than {MAX_PROJECT_VALUES} values "
+                "(includes repeated?); refused",
+            )
+        data = doc.data
         if data is None:
             raise ComposeError(path, "(top level)", "the file is empty")
         if not isinstance(data, dict):
             raise ComposeError(path, "(top level)", "expected a mapping of top-level keys")
-        self.check_top_level(path, data)
+        self.check_top_level(path, data, doc.key_marks)
         unset: dict[str, str] = {}
         data = interpolate_tree(data, env.get, str(path), (), unset)
         for name, where in sorted(unset.items()):
@@ -106,7 +143,9 @@ class _Loader:
             self.origin.setdefault(str(name), path)
         return data
 
-    def check_top_level(self, path: Path, data: dict[str, Any]) -> None:
+    def check_top_level(
+        self, path: Path, data: dict[str, Any], marks: Mapping[str, str] | None = None
+    ) -> None:
         unknown = schema.unknown(data, schema.TOP_LEVEL)
         if unknown and "services" not in data:
             looks_v1 = [
@@ -122,14 +161,24 @@ class _Loader:
                     "(services at the top level); move them under 'services:' "
                     "(the current Compose specification)",
                 )
+        allowed = f"allowed: {', '.join(sorted(schema.TOP_LEVEL))} and x-*"
         for key in unknown:
-            raise ComposeError(
-                path,
-                key,
-                f"unknown top-level key {key!r}"
-                f"{did_you_mean(key, schema.TOP_LEVEL)}; allowed: "
-                f"{', '.join(sorted(schema.TOP_LEVEL))} and x-*",
-            )
+            hint = did_you_mean(str(key), schema.TOP_LEVEL) if name_like(key) else ""
+            if len(unknown) == len(data) and not hint:
+                # no compose key at all: some other file (`include: [/etc/shadow]`);
+                # its text is never echoed
+                raise ComposeError(
+                    path,
+                    (marks or {}).get(str(key), "(top level)"),
+                    f"not a compose file: none of its top-level keys is a compose key; {allowed}",
+                )
+            if not name_like(key):
+                raise ComposeError(
+                    path,
+                    (marks or {}).get(str(key), "(top level)"),
+                    f"unknown top-level key {shown(key)}; {allowed}",
+                )
+            raise ComposeError(path, key, f"unknown top-level key {key!r}{hint}; {allowed}")
         if "version" in data:
             self.report.note(
                 "(project)",
@@ -142,7 +191,7 @@ class _Loader:
         data = self.read(path, base_dir, env)
         services = data.get("services") or {}
         for name in list(services):
-            services[name] = self.extend(services, path, str(name), env, [])
+            services[name] = self.extend(services, path, str(name), env)
         if "include" in data:
             self.include(path, data, env)
         return data
@@ -155,36 +204,47 @@ class _Loader:
         file: Path,
         name: str,
         env: Mapping[str, str],
-        stack: list[tuple[Path, str]],
     ) -> dict[str, Any]:
-        svc = services[name]
-        spec = svc.get("extends") if isinstance(svc, dict) else None
-        if not isinstance(spec, dict):
-            return svc  # type: ignore[no-any-return]
-        if (file, name) in stack:
-            chain = " -> ".join(f"{n} ({f.name})" for f, n in [*stack, (file, name)])
-            raise ComposeError(file, ("services", name, "extends"), f"extends cycle: {chain}")
-        base_file = Path(spec["file"]) if "file" in spec else file
-        base_name = str(spec["service"])
-        if base_file == file:
-            base_services = services
-        else:
-            if base_file not in self.extends_cache:
-                self.extends_cache[base_file] = self.read(base_file, base_file.parent, env)
-            base_services = self.extends_cache[base_file].get("services") or {}
-        if base_name not in base_services:
-            raise ComposeError(
-                file,
-                ("services", name, "extends", "service"),
-                f"service {base_name!r} not found in {base_file}"
-                f"{did_you_mean(base_name, frozenset(base_services))}",
-            )
-        base = self.extend(base_services, base_file, base_name, env, [*stack, (file, name)])
-        base_services[base_name] = base
-        local = {k: v for k, v in svc.items() if k != "extends"}
-        base = {k: v for k, v in base.items() if k != "extends"}
-        merged: dict[str, Any] = merge(base, local, ("services", name), str(file))
-        return merged
+        """The service with its extends chain applied (walked in a loop: a chain of
+        thousands must not exhaust the stack); each resolved base is kept resolved."""
+        chain: list[tuple[dict[str, Any], Path, str]] = []
+        seen: set[tuple[Path, str]] = set()
+        current: tuple[dict[str, Any], Path, str] = (services, file, name)
+        while True:
+            svcs, f, n = current
+            svc = svcs[n]
+            spec = svc.get("extends") if isinstance(svc, dict) else None
+            if not isinstance(spec, dict):
+                break
+            if (f, n) in seen:
+                steps = [(sf, sn) for _, sf, sn in chain] + [(f, n)]
+                cycle = " -> ".join(f"{sn} ({sf.name})" for sf, sn in steps)
+                raise ComposeError(f, ("services", n, "extends"), f"extends cycle: {cycle}")
+            seen.add((f, n))
+            chain.append(current)
+            base_file = Path(spec["file"]) if "file" in spec else f
+            base_name = str(spec["service"])
+            if base_file == f:
+                base_services = svcs
+            else:
+                if base_file not in self.extends_cache:
+                    self.extends_cache[base_file] = self.read(base_file, base_file.parent, env)
+                base_services = self.extends_cache[base_file].get("services") or {}
+            if base_name not in base_services:
+                raise ComposeError(
+                    f,
+                    ("services", n, "extends", "service"),
+                    f"service {base_name!r} not found in {base_file}"
+                    f"{did_you_mean(base_name, frozenset(base_services))}",
+                )
+            current = (base_services, base_file, base_name)
+        base: dict[str, Any] = current[0][current[2]]
+        for svcs, f, n in reversed(chain):
+            local = {k: v for k, v in svcs[n].items() if k != "extends"}
+            base = {k: v for k, v in base.items() if k != "extends"}
+            base = merge(base, local, ("services", n), str(f))
+            svcs[n] = base
+        return base
 
     # --- include ----------------------------------------------------------------------
 
@@ -195,13 +255,20 @@ class _Loader:
                 if f in self.including or f == path:
                     chain = " -> ".join(str(p) for p in [*self.including, path, f])
                     raise ComposeError(path, ("include", i), f"include cycle: {chain}")
+            if len(self.including) >= MAX_INCLUDE_DEPTH:
+                raise ComposeError(
+                    path,
+                    ("include", i),
+                    f"includes nested more than {MAX_INCLUDE_DEPTH} levels deep; refused",
+                )
             project_dir = Path(entry["project_directory"] or files[0].parent)
             env_files = entry["env_file"]
-            if env_files is None and (project_dir / ".env").is_file():
+            if env_files is None and os.path.isfile(project_dir / ".env"):
                 env_files = [str(project_dir / ".env")]
             included_env: dict[str, str] = {}
             for env_file in env_files or []:
-                included_env.update(dotenv.load(Path(env_file), env.get))
+                text = self.reader.text(Path(env_file))
+                included_env.update(dotenv.parse(text, env_file, env.get))
             included_env.update(env)
             self.including.append(path)
             try:
@@ -211,9 +278,12 @@ class _Loader:
             finally:
                 self.including.pop()
             for section in _RESOURCES:
-                mine = data.setdefault(section, {}) if sub.get(section) else data.get(section)
-                for name, value in (sub.get(section) or {}).items():
-                    assert mine is not None
+                if not sub.get(section):
+                    continue
+                mine = data.get(section)
+                if mine is None:  # absent, or `services:` with nothing under it
+                    mine = data[section] = {}
+                for name, value in sub[section].items():
                     if name in mine and mine[name] != value:
                         raise ComposeError(
                             path,
@@ -230,13 +300,14 @@ class _Loader:
         options = self.options
         if not options.files:
             raise ComposeError(None, "-f", "no compose file given")
-        files = [f.resolve() for f in options.files]
+        files = [_resolved(f) for f in options.files]
         project_dir = files[0].parent
-        env = read_environment(project_dir, options.environ, options.env_files)
+        env = read_environment(project_dir, options.environ, options.env_files, self.reader)
         merged: dict[str, Any] = {}
         for path in files:
             merged = merge(merged, self.load(path, project_dir, env), (), str(path))
         merged = enforce_unique(strip_tags(merged))
+        _check_size(merged, files[0])
         name = self.project_name(merged, project_dir, env, files[0])
         project = Project(
             name=name,
@@ -249,6 +320,7 @@ class _Loader:
             secrets=dict(merged.get("secrets") or {}),
             configs=dict(merged.get("configs") or {}),
             origin=self.origin,
+            reader=self.reader,
         )
         if not project.services:
             raise ComposeError(files[0], "services", "the project defines no services")
@@ -339,7 +411,11 @@ def validate(project: Project, file: Path) -> None:
                 )
         for i, vol in enumerate(svc.get("volumes") or []):
             source = vol.get("source")
-            if vol.get("type") == "volume" and source and source not in project.volumes:
+            if (
+                vol.get("type") == "volume"
+                and source
+                and (not isinstance(source, str) or source not in project.volumes)
+            ):
                 raise ComposeError(
                     where,
                     ("services", name, "volumes", i),
@@ -349,7 +425,7 @@ def validate(project: Project, file: Path) -> None:
         for kind in ("secrets", "configs"):
             declared = getattr(project, kind)
             for i, ref in enumerate(svc.get(kind) or []):
-                if ref["source"] not in declared:
+                if not isinstance(ref["source"], str) or ref["source"] not in declared:
                     raise ComposeError(
                         where,
                         ("services", name, kind, i),
@@ -366,25 +442,65 @@ def validate(project: Project, file: Path) -> None:
 
 
 def _check_cycles(project: Project, file: Path) -> None:
+    """Depth-first search for a depends_on cycle, with an explicit stack (a chain of
+    thousands of services must not exhaust Python's); reports the first cycle found in
+    the same order as a recursive walk over the sorted names would."""
     state: dict[str, int] = {}  # 1 visiting, 2 done
+    for root in sorted(project.services):
+        if state.get(root) == 2:
+            continue
+        chain: list[str] = [root]
+        state[root] = 1
+        # each service's dependencies, sorted and reversed: pop() takes the next one
+        pending = [sorted(project.services[root].get("depends_on") or {}, reverse=True)]
+        while chain:
+            if not pending[-1]:
+                state[chain.pop()] = 2
+                pending.pop()
+                continue
+            dep = pending[-1].pop()
+            if state.get(dep) == 2:
+                continue
+            if state.get(dep) == 1:
+                cycle = [*chain[chain.index(dep) :], dep]
+                raise ComposeError(
+                    project.origin.get(dep, file),
+                    ("services", dep, "depends_on"),
+                    f"dependency cycle: {' -> '.join(cycle)}",
+                )
+            state[dep] = 1
+            chain.append(dep)
+            pending.append(sorted(project.services[dep].get("depends_on") or {}, reverse=True))
 
-    def visit(name: str, chain: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = [*chain[chain.index(name) :], name]
+
+def _resolved(path: Path) -> Path:
+    """The absolute path of a -f file (a symlink loop is a ComposeError, not a crash)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ComposeError(path, "(file)", f"cannot resolve the path: {exc}") from None
+
+
+def _check_size(data: dict[str, Any], file: Path) -> None:
+    """The resolved project holds at most MAX_PROJECT_VALUES values: `extends` and
+    `include` share one base among many services, and each service is converted whole."""
+    todo: list[Any] = [data]
+    seen = 0
+    while todo:
+        item = todo.pop()
+        seen += 1
+        if seen > MAX_PROJECT_VALUES:
             raise ComposeError(
-                project.origin.get(name, file),
-                ("services", name, "depends_on"),
-                f"dependency cycle: {' -> '.join(cycle)}",
+                file,
+                "(project)",
+                f"the project holds more than {MAX_PROJECT_VALUES} values once extends "
+                "and includes are applied; refused",
             )
-        state[name] = 1
-        for dep in sorted(project.services[name].get("depends_on") or {}):
-            visit(dep, [*chain, name])
-        state[name] = 2
-
-    for name in sorted(project.services):
-        visit(name, [])
+        if isinstance(item, dict):
+            todo.extend(item.values())
+            seen += len(item)  # the keys
+        elif isinstance(item, list):
+            todo.extend(item)
 
 
 def load_project(options: LoadOptions, report: Report) -> Project:

@@ -121,6 +121,10 @@ def dedupe(items: list[Any], key: Callable[[Any], Any]) -> list[Any]:
     index: dict[Any, int] = {}
     for item in items:
         k = key(item)
+        try:
+            hash(k)
+        except TypeError:  # a value of the wrong shape (a list as a port's target...)
+            k = repr(k)
         if k in index:
             out[index[k]] = item
         else:

@@ -7,11 +7,17 @@ normalized first: long syntax everywhere, key/value fields as ordered maps, rela
 paths made absolute against the directory they are relative to (the project directory
 for `-f` files, the file's own directory for `extends` and `include` targets). Unknown
 keys and wrongly typed values are reported here, with the file and the key path.
+
+Names of services, networks, volumes, secrets and configs become file names (`web.container`,
+`app-data.volume`) and unit names, so they must follow Compose's rule
+(`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) before anything else sees them: `../../x`, `/etc/x` or a
+name holding a newline is refused here, never written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,16 @@ from . import schema
 from .errors import ComposeError, KeyPath, did_you_mean
 from .values import parse_port, parse_volume, scalar
 from .yamlload import Tagged
+
+# Compose's rule for the names of services, networks, volumes, secrets and configs
+NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_KIND = {
+    "services": "service",
+    "networks": "network",
+    "volumes": "volume",
+    "secrets": "secret",
+    "configs": "config",
+}
 
 
 class Normalizer:
@@ -87,6 +103,23 @@ class Normalizer:
             raise self.fail((*where, key), f"unknown key {key!r}{did_you_mean(key, known)}")
         return value
 
+    def names(self, section: dict[Any, Any], key: str) -> dict[str, Any]:
+        """The section with every name checked against Compose's rule (a number, as
+        YAML reads `1:`, becomes its text as Compose reads it)."""
+        out: dict[str, Any] = {}
+        for name, value in section.items():
+            text = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
+            if not isinstance(text, str) or not NAME.fullmatch(text):
+                raise self.fail(
+                    (key, str(name)),
+                    f"not a valid {_KIND[key]} name: use letters, digits, '_', '.' and '-', "
+                    "starting with a letter or digit",
+                )
+            if text in out:
+                raise self.fail((key, text), f"{_KIND[key]} {text!r} is defined twice")
+            out[text] = value
+        return out
+
     # --- top level --------------------------------------------------------------------
 
     def top(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +131,7 @@ class Normalizer:
                 continue
             if not isinstance(section, dict):
                 raise self.fail((key,), f"expected a mapping, got {_kind(section)}")
+            section = data[key] = self.names(section, key)
             known = {"networks": schema.NETWORK, "volumes": schema.VOLUME}.get(key, schema.SECRET)
             for name, entry in list(section.items()):
                 if entry is None:
@@ -113,6 +147,7 @@ class Normalizer:
         if services is not None:
             if not isinstance(services, dict):
                 raise self.fail(("services",), f"expected a mapping, got {_kind(services)}")
+            services = data["services"] = self.names(services, "services")
             for name, svc in services.items():
                 if svc is None:
                     svc = services[name] = {}
@@ -174,8 +209,15 @@ class Normalizer:
         return dict(svc)
 
     def field(self, key: str, value: Any, where: KeyPath) -> Any:
+        """One key in its long syntax; a value of a shape the handler's own checks did
+        not expect is a ComposeError naming the key, never a traceback."""
         handler = getattr(self, f"_f_{key}", None)
-        return handler(value, where) if handler else value
+        if handler is None:
+            return value
+        try:
+            return handler(value, where)
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
+            raise self.fail(where, f"invalid value: {exc}") from None
 
     def _f_environment(self, value: Any, where: KeyPath) -> dict[str, str | None]:
         return self.mapping(value if value is not None else {}, where, bare=None)
@@ -214,7 +256,8 @@ class Normalizer:
             entry = dict(default)
             if spec is not None:
                 entry.update(self.check_keys(spec, schema.DEPENDS_ON, (*where, name)))
-            if entry["condition"] not in schema.CONDITIONS:
+            condition = entry["condition"]
+            if not isinstance(condition, str) or condition not in schema.CONDITIONS:
                 raise self.fail(
                     (*where, name, "condition"),
                     f"unknown condition "
@@ -350,6 +393,8 @@ class Normalizer:
         return dict(value)
 
     def _f_build(self, value: Any, where: KeyPath) -> dict[str, Any]:
+        if not isinstance(value, str | dict):
+            raise self.fail(where, f"expected a string or a mapping, got {_kind(value)}")
         build = {"context": value} if isinstance(value, str) else dict(value)
         context = build.get("context", ".")
         if isinstance(context, str) and "://" not in context and not context.startswith("git@"):

@@ -4,11 +4,16 @@ Nothing may be dropped silently: every compose setting either becomes a quadlet 
 or is a `Lossy` item (blocks the import unless --allow-lossy: the result would behave
 differently), or is explained by a `Note` (the result behaves the same, but something
 is worth knowing), and steps the user must take are `actions`.
+
+Findings are de-duplicated through sets (a project can have a hundred thousand), and
+the human rendering escapes control characters: keys come from an untrusted file.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+from .errors import visible
 
 
 @dataclass(frozen=True, order=True)
@@ -29,18 +34,28 @@ class Report:
     notes: list[Item] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._seen: set[object] = {
+            *(("lose", i) for i in self.lossy),
+            *(("note", i) for i in self.notes),
+            *(("act", a) for a in self.actions),
+        }
+
     def lose(self, service: str, key: str, why: str) -> None:
         item = Item(service, key, why)
-        if item not in self.lossy:
+        if ("lose", item) not in self._seen:
+            self._seen.add(("lose", item))
             self.lossy.append(item)
 
     def note(self, service: str, key: str, why: str) -> None:
         item = Item(service, key, why)
-        if item not in self.notes:
+        if ("note", item) not in self._seen:
+            self._seen.add(("note", item))
             self.notes.append(item)
 
     def act(self, action: str) -> None:
-        if action not in self.actions:
+        if ("act", action) not in self._seen:
+            self._seen.add(("act", action))
             self.actions.append(action)
 
     def sorted(self) -> Report:
@@ -65,4 +80,4 @@ class Report:
         if self.actions:
             lines.append("to do before starting the units:")
             lines += [f"  - {a}" for a in self.actions]
-        return "\n".join(lines)
+        return "\n".join(visible(line) for line in lines)

@@ -20,6 +20,7 @@ is a note.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from typing import Any
 import yaml
 
 from . import dotenv
+from .errors import ComposeError, name_like
 from .loader import Project
 from .report import Report
 from .values import command_words, qualify_image, scalar
+from .yamlload import load_plain
 
 SECRETS_DIR = "/etc/aistack/secrets"
 
@@ -303,10 +306,10 @@ class _Builder:
         env: dict[str, str] = {}
         for entry in svc.get("env_file") or []:
             path = Path(entry["path"])
-            if not path.is_file():
+            if not os.path.isfile(path):
                 continue  # the conversion reports it (error, or a note when not required)
             raw = entry.get("format") == "raw"
-            text = path.read_text(encoding="utf-8")
+            text = self.project.reader.text(path)  # read (bounded) by the conversion
             env.update(dotenv.parse(text, path, self.project.environment.get, raw=raw))
         for key, value in (svc.get("environment") or {}).items():
             if value is None:
@@ -461,12 +464,19 @@ class _Builder:
             return []
         path = Path(mount["source"])
         try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            self.note("litellm", "volumes", f"cannot read LiteLLM's config {path}: {exc}")
+            # bounded, and errors never quote it: the mount may be any file (/etc/shadow)
+            config = load_plain(self.project.reader.text(path), path) or {}
+        except ComposeError as exc:
+            where = "" if exc.path == "(file)" else f"{exc.path}: "
+            self.note(
+                "litellm", "volumes", f"cannot read LiteLLM's config {path}: {where}{exc.message}"
+            )
             return []
         if not isinstance(config, dict):
             self.note("litellm", "volumes", f"{path} is not a LiteLLM config (a mapping)")
+            return []
+        if not all(name_like(k) for k in config):  # some other file: never quote its keys
+            self.note("litellm", "volumes", f"{path} is not a LiteLLM config (named sections)")
             return []
         settings = config.get("general_settings")
         master = settings.get("master_key") if isinstance(settings, dict) else None
