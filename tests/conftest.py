@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,3 +201,25 @@ def start_agent(write_config, notify_socket) -> Iterator[Callable[..., AgentProc
     yield start
     for agent in started:
         agent.stop()
+
+
+@contextlib.contextmanager
+def running_daemon(tmp: Path, api_yaml: str = "", rest_yaml: str = "") -> Iterator[AgentProcess]:
+    """The real daemon on a free loopback port, READY observed, for a module's tests:
+    `api_yaml` goes into the api section (indented two spaces), `rest_yaml` after it.
+    Podman's socket points at nothing; the token file is in `tmp`."""
+    port = free_port()
+    config = tmp / "agent.yaml"
+    config.write_text(
+        f"api:\n  port: {port}\n  token_file: {tmp / 'api-token'}\n{api_yaml}"
+        f"watch:\n  podman_socket: {tmp / 'no-podman.sock'}\n{rest_yaml}"
+    )
+    ns = NotifySocket(Path(tempfile.mkdtemp(prefix="ntf")) / "notify")
+    proc = AgentProcess(config, ns, port)
+    try:
+        ns.wait_for("READY", "1", timeout=HANG_S)
+        yield proc
+        assert proc.stop() == 0
+    finally:
+        proc.stop()
+        ns.close()

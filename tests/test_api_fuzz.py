@@ -10,13 +10,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import HANG_S, AgentProcess, NotifySocket, free_port
+from .conftest import AgentProcess, running_daemon
 
 ST = Path(sys.executable).parent / "st"
 CHANGES_OUTSIDE_THE_TEST = r"^/v1/(apply|update|secrets/.*|models/pull|services/.*)$"
@@ -25,21 +24,13 @@ CHANGES_OUTSIDE_THE_TEST = r"^/v1/(apply|update|secrets/.*|models/pull|services/
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    port = free_port()
-    config = tmp / "agent.yaml"
-    config.write_text(
-        f"api:\n  port: {port}\n  token_file: {tmp / 'api-token'}\n"
-        f"watch:\n  podman_socket: {tmp / 'no-podman.sock'}\n"
+    rest = (
         f"stack:\n  unit_dir: {tmp / 'units'}\n"
         f"heal:\n  state_file: {tmp / 'heal.json'}\n"
         f"backups:\n  directory: {tmp / 'backups'}\n"
     )
-    ns = NotifySocket(Path(tempfile.mkdtemp(prefix="ntf")) / "notify")
-    proc = AgentProcess(config, ns, port)
-    ns.wait_for("READY", "1", timeout=HANG_S)
-    yield proc
-    assert proc.stop() == 0
-    ns.close()
+    with running_daemon(tmp, "", rest) as proc:
+        yield proc
 
 
 def fuzz(agent: AgentProcess, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:

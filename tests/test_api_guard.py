@@ -7,33 +7,21 @@ from __future__ import annotations
 
 import json
 import socket
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from agent.api_guard import ConnectionGuard
 
-from .conftest import HANG_S, AgentProcess, NotifySocket, free_port, http
+from .conftest import HANG_S, AgentProcess, http, running_daemon
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    tmp = tmp_path_factory.mktemp("guard")
-    port = free_port()
-    config = tmp / "agent.yaml"
-    config.write_text(
-        f"api:\n  port: {port}\n  token_file: {tmp / 'api-token'}\n"
-        "  request_timeout: 1s\n  max_connections: 4\n"
-        f"watch:\n  podman_socket: {tmp / 'no-podman.sock'}\n"
-    )
-    ns = NotifySocket(Path(tempfile.mkdtemp(prefix="ntf")) / "notify")
-    proc = AgentProcess(config, ns, port)
-    ns.wait_for("READY", "1", timeout=HANG_S)
-    yield proc
-    assert proc.stop() == 0
-    ns.close()
+    with running_daemon(
+        tmp_path_factory.mktemp("guard"), "  request_timeout: 1s\n  max_connections: 4\n", ""
+    ) as proc:
+        yield proc
 
 
 def received(s: socket.socket) -> bytes:

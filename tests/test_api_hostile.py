@@ -7,31 +7,20 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import HANG_S, AgentProcess, NotifySocket, free_port, http
+from .conftest import HANG_S, AgentProcess, http, running_daemon
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    tmp = tmp_path_factory.mktemp("hostile")
-    port = free_port()
-    config = tmp / "agent.yaml"
-    config.write_text(
-        f"api:\n  port: {port}\n  token_file: {tmp / 'api-token'}\n"
-        "  allowed_hosts: [ai-box.lan]\n"
-        f"watch:\n  podman_socket: {tmp / 'no-podman.sock'}\n"
-    )
-    ns = NotifySocket(Path(tempfile.mkdtemp(prefix="ntf")) / "notify")
-    proc = AgentProcess(config, ns, port)
-    ns.wait_for("READY", "1", timeout=HANG_S)
-    yield proc
-    assert proc.stop() == 0
-    ns.close()
+    with running_daemon(
+        tmp_path_factory.mktemp("hostile"), "  allowed_hosts: [ai-box.lan]\n", ""
+    ) as proc:
+        yield proc
 
 
 def raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import testbed
+from tests.e2e.gauntlet import healthy, status
 from tests.e2e.testbed import Guest
 
 pytestmark = pytest.mark.e2e
@@ -61,20 +62,6 @@ def stack(
         guest, "/etc/systemd/system/ollama.service.d", "/etc/systemd/system/postgres.service.d"
     )
     guest.reset()
-
-
-def status(guest: Guest) -> tuple[int, dict[str, Any]]:
-    code, body = guest.http("GET", STATUS)
-    return code, json.loads(body)
-
-
-def healthy(svc: dict[str, Any]) -> bool:
-    return (
-        svc["active_state"] == "active"
-        and svc["health"] == "healthy"
-        and svc["container_state"] == "running"
-        and (svc.get("probe") or {}).get("ok") is True
-    )
 
 
 def wait_all_healthy(guest: Guest, timeout: float = 180) -> dict[str, Any]:
