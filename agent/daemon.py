@@ -290,6 +290,9 @@ class Agent:
                 self._site = site
             if new.api.max_body_size != old.api.max_body_size:
                 log.warning("api.max_body_size takes effect at the next restart")
+            if self._guard is not None:  # connection bounds follow a reload at once
+                self._guard.max_connections = new.api.max_connections
+                self._guard.request_timeout = new.api.request_timeout
             if new.watch.podman_socket != old.watch.podman_socket:
                 log.warning("the event stream follows watch.podman_socket at the next restart")
             self.config, self._token = new, token

@@ -192,7 +192,7 @@ def start_agent(write_config, notify_socket) -> Iterator[Callable[..., AgentProc
         started.append(agent)
         if wait_ready:
             try:
-                notify_socket.wait_for("READY", "1", timeout=20)
+                notify_socket.wait_for("READY", "1", timeout=HANG_S)
             except AssertionError:
                 agent.stop()
                 raise AssertionError(f"agent never sent READY=1; log:\n{agent.log()}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,19 @@ def test_the_clock_stops_while_a_handler_runs() -> None:
     guard.answered(handling)
     clock.now += 21
     assert set(guard.overdue()) == {waiting, handling}
+
+
+def test_a_reload_changes_the_connection_limit_at_once(tmp_path: Path) -> None:
+    with running_daemon(tmp_path, "  max_connections: 2\n") as agent:
+        text = agent.config.read_text().replace("max_connections: 2", "max_connections: 8")
+        agent.config.write_text(text)
+        auth = {"Authorization": f"Bearer {agent.token}"}
+        assert http("POST", f"{agent.base}/v1/reload", auth)[0] == 200
+        held = [socket.create_connection(("127.0.0.1", agent.port)) for _ in range(3)]
+        try:
+            with socket.create_connection(("127.0.0.1", agent.port), timeout=HANG_S) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                assert received(s).startswith(b"HTTP/1.1 200")  # limit 2 would close it
+        finally:
+            for c in held:
+                c.close()
