@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import podman_api, systemd_ctl
+from .. import client, podman_api, systemd_ctl
 from ..config import AgentConfig
 from ..podman_api import Container
 from ..stack.model import ServiceSpec, enabled, spec_of
@@ -194,9 +194,9 @@ class Context:
         """The agent's /status document (no token needed); None when it does not answer."""
 
         def fetch() -> dict[str, Any] | None:
-            try:
-                _, doc = http_json(f"{self.api_base}/status")
-            except OSError:
+            try:  # the agent's own API: through its one client
+                doc = client.request(f"{self.api_base}/status", CALL_TIMEOUT_S).body
+            except client.AgentUnreachable:
                 return None
             return doc if isinstance(doc, dict) and "state" in doc else None
 
