@@ -531,10 +531,6 @@ class StackConfig:
             r"\d+\.\d+(\.\d+)?", self.podman_version
         ):
             out.append(("podman_version", f"must be auto or X.Y, got {self.podman_version!r}"))
-        if self.litellm.enabled and not self.postgres.enabled:
-            out.append(
-                ("litellm.enabled", "LiteLLM needs stack.postgres (enable it, or disable litellm)")
-            )
         return out
 
 

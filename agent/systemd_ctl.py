@@ -57,6 +57,7 @@ class UnitState:
     active_enter_timestamp: float | None  # seconds since the epoch; None: never active
     unit_file_state: str
     job_id: int = 0  # a queued or running job (start, stop, restart...); 0: none
+    invocation_id: str = ""  # this (or the last) run's id, hex; the journal tags its lines
 
     @classmethod
     def from_properties(
@@ -75,6 +76,7 @@ class UnitState:
             active_enter_timestamp=entered / 1e6 if entered else None,
             unit_file_state=_text(unit.get(b"UnitFileState")),
             job_id=_job_id(unit.get(b"Job")),
+            invocation_id=bytes(unit.get(b"InvocationID") or b"").hex(),
         )
 
 

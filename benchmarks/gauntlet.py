@@ -27,6 +27,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faults", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="stop drawing faults after this long (0: no limit); CI passes what is left "
+        "of its 45 minutes",
+    )
     args = parser.parse_args()
     print_conditions("start")
     faults = gauntlet.plan(args.faults, args.seed)
@@ -34,7 +42,7 @@ def main() -> int:
           f"catalogue of {len(gauntlet.CATALOGUE)}", flush=True)  # fmt: skip
     guest = testbed.boot_guest()
     try:
-        result = gauntlet.run(guest, testbed.build_deb(), faults)
+        result = gauntlet.run(guest, testbed.build_deb(), faults, args.budget or None)
     except (testbed.TestbedError, AssertionError) as exc:
         print(f"gauntlet: could not run: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
-"""Checks of the services: units and health, Open WebUI -> Ollama, PostgreSQL (and
-LiteLLM's view of it)."""
+"""Checks of the services: units and health, Open WebUI -> Ollama and -> LiteLLM,
+PostgreSQL (and LiteLLM's view of it)."""
 
 from __future__ import annotations
 
@@ -131,6 +131,60 @@ def _webui_ollama_fix(ctx: Context, webui: Container, url: str, setting: str) ->
             f"{NETWORK!r}, {DEFAULT_OLLAMA_URL}: set stack.open_webui.env.{setting} and run "
             f"aistack up. Check: podman network inspect {NETWORK}; podman exec open-webui "
             f"curl {url}/api/tags")  # fmt: skip
+
+
+DEFAULT_LITELLM_URL = "http://litellm:4000/v1"
+# The key goes to curl on its stdin (-H @-), read from the container's own environment:
+# never on a command line, in the agent's memory or in this output.
+_WEBUI_LITELLM = (
+    'printf "Authorization: Bearer %s\\n" "${OPENAI_API_KEY%%;*}" | '
+    'curl -sS -m 5 -H @- -w "\\n%{http_code}" "$1/models"'
+)
+
+
+def webui_openai_url(env: Mapping[str, str]) -> str:
+    """The OpenAI-compatible API Open WebUI uses (first of OPENAI_API_BASE_URLS, or
+    OPENAI_API_BASE_URL): the stack sets it to LiteLLM."""
+    many = [u.strip() for u in env.get("OPENAI_API_BASE_URLS", "").split(";") if u.strip()]
+    url = (many or [env.get("OPENAI_API_BASE_URL", "").strip()])[0] or DEFAULT_LITELLM_URL
+    return url.rstrip("/")
+
+
+def check_webui_litellm(ctx: Context) -> list[Finding]:
+    """Open WebUI -> LiteLLM, as Open WebUI itself calls it: GET {url}/models from inside
+    its container with the key it was given (the LiteLLM master key)."""
+    check = "webui-litellm"
+    if not (ctx.is_enabled("open-webui") and ctx.is_enabled("litellm")):
+        return [ok(check, "open-webui or litellm not enabled: nothing to connect")]
+    webui = ctx.inspect("open-webui")
+    if webui is None or not webui.running:
+        return [not_checked(check, "open-webui is not running (see services)")]
+    url = webui_openai_url(webui.env)
+    try:
+        code, out, err = exec_run(ctx.socket, "open-webui", ["sh", "-c", _WEBUI_LITELLM, "sh", url])
+    except ExecTimeout as exc:
+        code, out, err = -1, "", str(exc)
+    if code in (126, 127):
+        return [not_checked(check, f"no sh or curl in the open-webui image ({err})")]
+    body, _, status = out.rpartition("\n")
+    logs = "journalctl -u litellm.service -n 50"
+    if code != 0 or not status.isdigit():
+        why = f"open-webui cannot reach LiteLLM at {url}: {err or f'curl exit {code}'}"
+        fix = (f"litellm.service must be running and on network {NETWORK!r}: aistack restart "
+               f"litellm; {logs}")  # fmt: skip
+        return [problem(check, why, fix)]
+    if status in ("401", "403"):
+        fix = ("Open WebUI's OPENAI_API_KEY must be the secret aistack-litellm-master-key: "
+               "aistack up; aistack restart open-webui")  # fmt: skip
+        return [problem(check, f"LiteLLM at {url} refuses Open WebUI's key (HTTP {status})", fix)]
+    if status != "200":
+        return [problem(check, f"LiteLLM at {url}/models answered HTTP {status}", logs)]
+    try:
+        count = len(json.loads(body)["data"])
+    except (ValueError, KeyError, TypeError):
+        return [problem(check, f"LiteLLM at {url}/models answered without a model list", logs)]
+    models = f"{count} model{'' if count == 1 else 's'}"
+    return [ok(check, f"open-webui reaches LiteLLM at {url} ({models}, key accepted)")]
 
 
 PG_ISREADY: dict[int, tuple[Severity, str]] = {

@@ -11,7 +11,12 @@ from typing import Any
 
 from .checks_host import check_agent, check_disk, check_network, check_podman
 from .checks_resources import check_gpu, check_memory
-from .checks_services import check_postgres, check_services, check_webui_ollama
+from .checks_services import (
+    check_postgres,
+    check_services,
+    check_webui_litellm,
+    check_webui_ollama,
+)
 from .context import (
     CHECK_LIMIT_S,
     EX_OK,
@@ -36,6 +41,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("network", check_network),
     ("services", check_services),
     ("webui-ollama", check_webui_ollama),
+    ("webui-litellm", check_webui_litellm),
     ("postgres", check_postgres),
     ("memory", check_memory),
     ("gpu", check_gpu),

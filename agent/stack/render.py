@@ -181,6 +181,8 @@ def _customise(
             unit.add("Container", "AddDevice", "/dev/kfd")
             unit.add("Container", "AddDevice", "/dev/dri")
     if spec.name == "litellm":
+        if not stack.postgres.enabled:
+            _without_database(unit)
         for key in svc.provider_keys:
             unit.add("Container", "Secret", f"aistack-provider-{key.lower()},type=env,target={key}")
     if stack.proxy == "traefik" and spec.proxied:
@@ -188,6 +190,17 @@ def _customise(
         for label in _traefik_labels(spec.name, host, spec.port, stack.proxy_network):
             unit.add("Container", "Label", label)
         unit.add("Container", "Network", stack.proxy_network)
+
+
+def _without_database(unit: UnitFile) -> None:
+    """LiteLLM with stack.postgres disabled: no spend tracking, keys and models from the
+    config file only. The template's database wiring would break it: the unit would pull in
+    postgres.service, and the container would want a secret that is never created and
+    STORE_MODEL_IN_DB, which needs a database."""
+    unit.remove("Unit", "Requires", "postgres.service")
+    unit.remove("Unit", "After", "postgres.service")
+    unit.remove("Container", "Environment", "STORE_MODEL_IN_DB=")
+    unit.remove("Container", "Secret", "aistack-litellm-database-url,")
 
 
 def _litellm_config(stack: StackConfig) -> str:

@@ -63,7 +63,8 @@ def desired(stack: StackConfig, directory: Path = SECRETS_DIR) -> dict[str, tupl
         wanted["postgres-password"] = ("postgres", "litellm")
     if stack.litellm.enabled:
         wanted["litellm-master-key"] = ("litellm", "open-webui")
-        wanted["litellm-database-url"] = ("litellm",)
+        if stack.postgres.enabled:  # without it LiteLLM runs with no database
+            wanted["litellm-database-url"] = ("litellm",)
         for key in stack.litellm.provider_keys:
             wanted[f"provider-{key.lower()}"] = ("litellm",)
     if stack.open_webui.enabled:
@@ -137,6 +138,25 @@ def rotate(name: str, stack: StackConfig, socket: Path, directory: Path = SECRET
     except OSError as exc:
         raise SecretsError(f"cannot write {directory / name}: {exc.strerror}") from None
     return ensure(stack, socket, directory) | set(spec.users)
+
+
+def known_values(directory: Path = SECRETS_DIR) -> list[str]:
+    """Every secret value on file, for redacting them from what a service printed (the
+    journal's last words in /status). Unreadable files are skipped: redaction is a net,
+    the files' own modes are the guard."""
+    values = []
+    try:
+        files = [p for p in directory.iterdir() if not p.name.startswith(".") and p.is_file()]
+    except OSError:
+        return []
+    for path in files:
+        try:
+            value = path.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if value:
+            values.append(value)
+    return values
 
 
 def _fingerprint(value: bytes) -> str:

@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import podman_api, systemd_ctl
+from .. import journal, podman_api, systemd_ctl
 from ..config import AgentConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceState
+from ..stack import secrets
 from ..stack.model import enabled, enabled_names
 from ..views import EventView, ServiceView, StackView, freeze_map
 from .base import SourceUnavailable, Watcher
@@ -45,11 +46,46 @@ def _cpu_seconds(stats: dict[str, Any] | None) -> float | None:
     return round(nano / 1e9, 3) if isinstance(nano, int | float) else None
 
 
+STARTING_REREAD_S = 10.0
+
+
+class LastWords:
+    """Why a service stopped or cannot start, in its own words: the last error-like line
+    its current (or last) run wrote to the journal. Read once per stop (a unit's state,
+    run and restart count), and at most every STARTING_REREAD_S while a start drags on
+    (an error there is news; a start's ordinary lines are not words)."""
+
+    def __init__(self, monotonic: Any = time.monotonic) -> None:
+        self._seen: dict[str, tuple[tuple[Any, ...], str | None]] = {}
+        self._monotonic = monotonic
+
+    def __call__(self, st: systemd_ctl.UnitState) -> str | None:
+        starting = st.active_state == "activating"
+        key: tuple[Any, ...] = (st.active_state, st.sub_state, st.result, st.n_restarts,
+                                st.invocation_id)  # fmt: skip
+        if starting:
+            key += (int(self._monotonic() // STARTING_REREAD_S),)
+        cached = self._seen.get(st.name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            lines = journal.unit_output(st.name, st.invocation_id)
+            words = journal.last_words(lines, secrets.known_values(), errors_only=starting)
+        except journal.JournalError:
+            words = None
+        self._seen[st.name] = (key, words)
+        return words
+
+
 def read_services(
-    stack: StackConfig, socket: Path, cached: Mapping[str, Any] | None = None
+    stack: StackConfig,
+    socket: Path,
+    cached: Mapping[str, Any] | None = None,
+    last_words: LastWords | None = None,
 ) -> tuple[dict[str, ServiceView], bool]:
     """Every enabled service now, and whether a stats sample was taken: `cached` (a
-    recent sample) is reused when it covers every running service."""
+    recent sample) is reused when it covers every running service. With `last_words`, a
+    service that exited or failed says why in its own words."""
     specs = enabled(stack)
     states = systemd_ctl.unit_states(s.unit for s in specs)
     running = [s.name for s in specs if states[s.unit].active_state == "active"]
@@ -92,6 +128,9 @@ def read_services(
             error = f"container {container_state}"
         elif health == "unhealthy":
             error = "health check failing"
+        stopped = st.active_state in ("failed", "activating") or st.sub_state == "auto-restart"
+        if stopped and last_words is not None and error is not None and (words := last_words(st)):
+            error = f"{error}; it said: {words}"
         services[spec.name] = ServiceView(
             unit=unit,
             active_state=st.active_state,
@@ -136,6 +175,7 @@ class StackWatcher(Watcher):
         self._health_seen: dict[str, tuple[str | None, str | None]] = {}
         self._last_event: dict[str, EventView] = {}
         self._transitions: dict[str, tuple[tuple[Any, ...], float]] = {}
+        self._last_words = LastWords()
 
     def configure(self, config: AgentConfig) -> None:
         self.stack = config.stack
@@ -183,7 +223,7 @@ class StackWatcher(Watcher):
         try:
             services, sampled = await asyncio.to_thread(
                 read_services, self.stack, self.config.podman_socket,
-                self._stats if fresh else None,
+                self._stats if fresh else None, self._last_words,
             )  # fmt: skip
         except systemd_ctl.SystemdError as exc:
             raise SourceUnavailable(str(exc)) from None

@@ -28,6 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,27 @@ HEAL = (
     "heal:\n  probe_interval: 3s\n  probe_timeout: 2s\n  probe_failures: 2\n"
     "  backoff_initial: 2s\n  backoff_max: 10s\n  give_up_after: 1000\n  unhealthy_grace: 5s\n"
 )
+# The backups live on a filesystem of their own, small enough to fill: a tmpfs mounted
+# before the agent starts (the agent's mount namespace is a copy of the guest's then).
+BACKUPS = "/var/lib/aistack/backups"
+BACKUPS_FS_SIZE = "64m"
+BACKUP_CONFIG = "backups:\n  min_free: 4MiB\n"
+# The agent's wall clock, and only the agent's: libfaketime preloaded into it, reading its
+# offset from this file (re-read every second). CLOCK_MONOTONIC is left alone, as a real
+# clock step (NTP, an operator's `date -s`) leaves it alone. An nspawn guest shares the
+# host's clock and a time namespace does not move CLOCK_REALTIME, hence the preload.
+CLOCK_FILE = "/run/aistack-gauntlet-clock"
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+CLOCK_DROPIN = (
+    "[Service]\n"
+    f"Environment=LD_PRELOAD={LIBFAKETIME} FAKETIME_TIMESTAMP_FILE={CLOCK_FILE}\n"
+    "Environment=FAKETIME_CACHE_DURATION=1 FAKETIME_DONT_FAKE_MONOTONIC=1\n"
+)
+CLOCK_STEP_S = 6 * 3600
+
+
+class CheckFailed(AssertionError):
+    """A fault's own check failed (a backup written to a full disk...): the finding."""
 
 
 def status(guest: Guest) -> tuple[int, dict[str, Any]]:
@@ -153,6 +175,54 @@ def _broken_reload(g: Guest) -> Mark | None:
     return None
 
 
+def _backup_disk_full(g: Guest) -> Mark | None:
+    """The backups' filesystem filled to the last byte: a backup is refused with a reason
+    that says so, nothing half-written is left, the stack is untouched, and once space is
+    freed the next backup succeeds."""
+    filler = f"{BACKUPS}/.gauntlet-filler"
+    g.run(["sh", "-c", f"dd if=/dev/zero of={filler} bs=1M >/dev/null 2>&1; true"], timeout=120)
+    free = int(g.run(["stat", "-f", "-c", "%a*%S", BACKUPS]).stdout.split("*")[0])
+    try:
+        full = g.run(["aistack", "backup", "now"], check=False, timeout=300)
+        partials = g.run(["sh", "-c", f"ls -A {BACKUPS} | grep '^.partial-' || true"]).stdout
+    finally:
+        g.run(["rm", "-f", filler])
+    if free != 0:
+        raise CheckFailed(f"the filler left {free} blocks free")
+    if full.returncode == 0:
+        raise CheckFailed(f"a backup succeeded on a full disk: {full.stdout}")
+    if "free" not in full.stdout + full.stderr:
+        raise CheckFailed(f"a refused backup does not say why: {full.stdout}{full.stderr}")
+    if partials.strip():
+        raise CheckFailed(f"a refused backup left {partials.split()}")
+    again = g.run(["aistack", "backup", "now"], check=False, timeout=900)
+    if again.returncode != 0:
+        raise CheckFailed(f"no backup once space was freed: {again.stdout}{again.stderr}")
+    return None
+
+
+def _clock_offset(g: Guest) -> int:
+    return int(g.read_file(CLOCK_FILE).decode().strip() or 0)
+
+
+def _clock_jump(step: int) -> Callable[[Guest], Mark | None]:
+    """The agent's wall clock steps by `step` seconds; its mark: the agent's next poll is
+    stamped with the new time (so the jump was seen, not slept through)."""
+
+    def inject(g: Guest) -> Mark | None:
+        offset = _clock_offset(g) + step
+        g.write_file(CLOCK_FILE, f"{offset:+d}\n")
+
+        def seen(doc: dict[str, Any]) -> bool:
+            real = float(g.run(["date", "+%s"]).stdout)
+            stamp = datetime.fromisoformat(doc["sources"]["systemd"]["checked_at"])
+            return abs(stamp.timestamp() - (real + offset)) < 120
+
+        return seen
+
+    return inject
+
+
 BURST = r"""
 import concurrent.futures, urllib.request
 def get(path):
@@ -180,6 +250,9 @@ CATALOGUE: tuple[Fault, ...] = (
     Fault("the agent kill -9'd mid-backup", _agent_kill_mid_backup),
     Fault("a config reload with a broken file", _broken_reload),
     Fault("a burst of 210 API requests", _api_burst),
+    Fault("the backup disk full", _backup_disk_full),
+    Fault("the agent's wall clock jumps 6 h forward", _clock_jump(CLOCK_STEP_S)),
+    Fault("the agent's wall clock jumps 6 h back", _clock_jump(-CLOCK_STEP_S)),
 )
 
 
@@ -259,9 +332,27 @@ def pct(values: list[float], q: float) -> float:
 # --- the run ---------------------------------------------------------------------------
 
 
-def run(guest: Guest, deb: Path, faults: list[Fault]) -> dict[str, Any]:
+def prepare(guest: Guest) -> None:
+    """What the disk and clock faults need before the agent starts: the backups on a
+    filesystem of their own, and the agent's clock behind an offset (0 to begin with)."""
+    guest.run(["mkdir", "-p", BACKUPS])
+    guest.run(["mount", "-t", "tmpfs", "-o", f"size={BACKUPS_FS_SIZE},mode=0700",
+               "aistack-backups", BACKUPS])  # fmt: skip
+    guest.write_file(CLOCK_FILE, "+0\n")
+    guest.write_file("/etc/systemd/system/aistack-agent.service.d/gauntlet-clock.conf",
+                     CLOCK_DROPIN)  # fmt: skip
+
+
+def run(
+    guest: Guest, deb: Path, faults: list[Fault], budget_s: float | None = None
+) -> dict[str, Any]:
+    """Inject `faults` in order; with budget_s, stop drawing new ones once that many
+    seconds have passed (the figures then say how many of the planned ran)."""
+    started = time.monotonic()
     images = {n: testbed.ensure_image(guest, n) for n in testbed.STANDIN_NAMES}
-    config = testbed.stack_config(images, testbed.ensure_image(guest, "postgres"), head=HEAL)
+    postgres = testbed.ensure_image(guest, "postgres")
+    config = testbed.stack_config(images, postgres, head=HEAL + BACKUP_CONFIG)
+    prepare(guest)
     for name in SERVICES:  # keep every trial's recovery comparable (as detection.py)
         guest.write_file(f"/etc/systemd/system/{name}.service.d/gauntlet.conf",
                          "[Unit]\nStartLimitBurst=1000\n[Service]\nRestartSteps=0\n")  # fmt: skip
@@ -275,19 +366,24 @@ def run(guest: Guest, deb: Path, faults: list[Fault]) -> dict[str, Any]:
     guest.wait_for("a first backup", backed_up, timeout=300, interval=2)
     rows: list[dict[str, Any]] = []
     for i, fault in enumerate(faults, 1):
+        if budget_s is not None and time.monotonic() - started > budget_s:
+            print(f"  time budget of {budget_s:.0f} s spent: stopping after {i - 1} faults")
+            break
         restarts = agent_restarts(settled(guest))
         t0 = time.monotonic()
-        mark = fault.inject(guest)
+        why = ""
         try:
-            doc = settled(guest, mark)
+            doc = settled(guest, fault.inject(guest))
             took, ok = time.monotonic() - t0, True
-        except TimeoutError:
+        except (TimeoutError, CheckFailed) as exc:
             doc, took, ok = status(guest)[1], time.monotonic() - t0, False
+            why = str(exc)
         storm = agent_restarts(doc) - restarts > 2
-        rows.append({"fault": fault.name, "recovered": ok, "seconds": took, "storm": storm})
-        print(f"  {i:3d}/{len(faults)} {fault.name:<40} "
+        rows.append({"fault": fault.name, "recovered": ok, "seconds": took, "storm": storm,
+                     "why": why})  # fmt: skip
+        print(f"  {i:3d}/{len(faults)} {fault.name:<44} "
               f"{'recovered' if ok else 'NOT RECOVERED'} in {took:6.1f} s"
-              f"{'  STORM' if storm else ''}", flush=True)  # fmt: skip
+              f"{'  STORM' if storm else ''}{'  ' + why if why else ''}", flush=True)  # fmt: skip
         if not ok:
             break
     guest.run(["aistack", "backup", "now"], check=False, timeout=900)
@@ -295,6 +391,7 @@ def run(guest: Guest, deb: Path, faults: list[Fault]) -> dict[str, Any]:
                        timeout=1800)  # fmt: skip
     results = json.loads(verify.stdout or "[]")
     return {
+        "planned": len(faults),
         "rows": rows,
         "backups": len(results),
         "backups_failed": [r["id"] for r in results if not r["ok"]],
@@ -308,7 +405,8 @@ def summary(result: dict[str, Any]) -> list[str]:
     rows = result["rows"]
     times = [r["seconds"] for r in rows if r["recovered"]]
     lines = [
-        f"faults injected {len(rows)}, recovered {len(times)}, "
+        f"faults injected {len(rows)} (of {result.get('planned', len(rows))} planned), "
+        f"recovered {len(times)}, "
         f"storms {sum(r['storm'] for r in rows)}, agent restarts {result['restarts_total']}"
     ]
     if times:
@@ -317,7 +415,7 @@ def summary(result: dict[str, Any]) -> list[str]:
     for name in sorted({r["fault"] for r in rows}):
         mine = [r["seconds"] for r in rows if r["fault"] == name and r["recovered"]]
         if mine:
-            lines.append(f"  {name:<40} n={len(mine):3d}  p50 {statistics.median(mine):6.1f} s"
+            lines.append(f"  {name:<44} n={len(mine):3d}  p50 {statistics.median(mine):6.1f} s"
                          f"  max {max(mine):6.1f} s")  # fmt: skip
     failed_n = len(result["backups_failed"])
     lines.append(f"backups: {result['backups']} verified at the end (verify --all), "

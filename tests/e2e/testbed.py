@@ -91,6 +91,8 @@ IMAGE_TAGS = {
     "open-webui": "localhost/aistack-test/open-webui:1",
     "litellm": "localhost/aistack-test/litellm:1",
     "postgres": "localhost/aistack-test/postgres:17",
+    "open-webui-real": "localhost/aistack-test/open-webui-real:1",
+    "litellm-real": "localhost/aistack-test/litellm-real:1",
 }
 STANDIN_NAMES = ("ollama", "open-webui", "litellm")
 
@@ -348,10 +350,23 @@ def _hash_files(h: Any, *roots: Path) -> None:
             h.update(str(path.relative_to(IMAGES_DIR)).encode() + b"\0" + path.read_bytes())
 
 
+# This file's text as imported. inspect.getsource() reads the file again, with the line
+# numbers of the code that was imported: an edit made while a build runs would give that
+# build a hash of the wrong lines, and a needless rebuild next time.
+_SOURCE_LINES = Path(__file__).read_text().splitlines(keepends=True)
+
+
 def _hash_code(h: Any, *objs: Any) -> None:
     """Hash the source of the build functions, so a change to how we build rebuilds."""
     for obj in objs:
-        h.update(inspect.getsource(obj).encode())
+        if inspect.isclass(obj):
+            pattern = re.compile(rf"class {obj.__name__}\b")
+            start = next(i for i, line in enumerate(_SOURCE_LINES) if pattern.match(line))
+            while start > 0 and _SOURCE_LINES[start - 1].startswith("@"):
+                start -= 1
+        else:
+            start = obj.__code__.co_firstlineno - 1
+        h.update("".join(inspect.getblock(_SOURCE_LINES[start:])).encode())
 
 
 def _read_packages() -> tuple[list[str], list[str]]:
@@ -380,6 +395,10 @@ def image_recipe_hash(name: str) -> str:
     if name == "postgres":
         _hash_files(h, IMAGES_DIR / "postgres")
         _hash_code(h, _build_postgres)
+    elif name in REAL_IMAGES:
+        _hash_files(h, IMAGES_DIR / "real" / name)
+        _hash_code(h, _build_real, _real_tree, RealImage)
+        h.update(repr(REAL_IMAGES[name]).encode())
     else:
         _hash_files(h, IMAGES_DIR / "standin" / "common", IMAGES_DIR / "standin" / name)
         _hash_code(h, _build_standin, StandIn)
@@ -686,20 +705,26 @@ class Guest:
         return str(res.stdout) + str(res.stderr)
 
     def http(
-        self, method: str, url: str, body: str | None = None, timeout: float = 10
+        self,
+        method: str,
+        url: str,
+        body: str | None = None,
+        timeout: float = 10,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, str]:
         """One HTTP request from inside the guest (python3 urllib), as (status, body)."""
         script = (
-            "import sys, urllib.request, urllib.error\n"
+            "import json, sys, urllib.request, urllib.error\n"
             "m, u, b, t = sys.argv[1], sys.argv[2], sys.stdin.read(), float(sys.argv[3])\n"
-            "r = urllib.request.Request(u, data=b.encode() if b else None, method=m)\n"
+            "r = urllib.request.Request(u, data=b.encode() if b else None, method=m,\n"
+            "                           headers=json.loads(sys.argv[4]))\n"
             "try:\n"
             "    with urllib.request.urlopen(r, timeout=t) as f: s, d = f.status, f.read()\n"
             "except urllib.error.HTTPError as e: s, d = e.code, e.read()\n"
             "print(s); sys.stdout.write(d.decode())\n"
         )
         res = self.run(
-            ["python3", "-c", script, method, url, str(timeout)],
+            ["python3", "-c", script, method, url, str(timeout), json.dumps(dict(headers or {}))],
             input=body or "",
             timeout=timeout + 10,
         )
@@ -961,8 +986,10 @@ def ensure_image(guest: Guest, name: str) -> str:
     if _recipe_in_guest(guest, tag) == want:
         return tag
     cached = guest.cache / "images" / f"{name}-{want}.tar"
-    with _locked(guest.cache / ".images.lock"):
-        for leftover in (guest.cache / "tmp").iterdir():  # of a build killed half-way
+    # One lock per image: two sessions (the real-software lane runs beside the rest of
+    # the suite) build different images at once, and wait for each other's same one.
+    with _locked(guest.cache / f".image-{name}.lock"):
+        for leftover in (guest.cache / "tmp").glob(f"{name}-build-*"):  # a killed build's
             _remove_tree(leftover)
         if cached.exists() and _load_image(guest, cached, tag, want):
             return tag
@@ -970,11 +997,15 @@ def ensure_image(guest: Guest, name: str) -> str:
         started = time.monotonic()
         if name == "postgres":
             _build_postgres(guest, tag, want)
+        elif name in REAL_IMAGES:
+            _build_real(guest, name, tag, want, cached)
         else:
             _build_standin(guest, name, tag, want)
-        _save_image(guest, tag, cached)
+        if name not in REAL_IMAGES:  # those cache the tarball they were imported from
+            _save_image(guest, tag, cached)
         for old in (guest.cache / "images").glob(f"{name}-*.tar"):
-            if old != cached:
+            # open-webui-*.tar also matches open-webui-real-*.tar: only this image's own
+            if old != cached and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}\.tar", old.name):
                 old.unlink()
         log.info("image %s built in %.0f s", tag, time.monotonic() - started)
     return tag
@@ -1000,7 +1031,13 @@ def _load_image(guest: Guest, cached: Path, tag: str, want: str) -> bool:
             os.link(cached, host)  # same filesystem: instant
         except OSError:
             shutil.copyfile(cached, host)
-        res = guest.run(["podman", "load", "-q", "-i", inside], check=False, timeout=300)
+        real = REAL_IMAGES.get(_image_name(tag))
+        if real is not None:  # a tree's tarball: imported again, with the same changes
+            args = [a for c in real.changes(want) for a in ("--change", c)]
+            cmd = ["podman", "import", "-q", *args, inside, tag]
+        else:
+            cmd = ["podman", "load", "-q", "-i", inside]
+        res = guest.run(cmd, check=False, timeout=900)
     finally:
         host.unlink(missing_ok=True)
     if res.returncode == 0 and _recipe_in_guest(guest, tag) == want:
@@ -1033,12 +1070,158 @@ def _import(guest: Guest, tree: Path, tag: str, changes: Sequence[str]) -> None:
         host.unlink(missing_ok=True)
 
 
+def _image_name(tag: str) -> str:
+    return next(name for name, t in IMAGE_TAGS.items() if t == tag)
+
+
+@dataclasses.dataclass(frozen=True)
+class RealImage:
+    """The real software from Debian + PyPI, shaped like its upstream image (entrypoint,
+    port, data dir, what is installed: Open WebUI's has curl, LiteLLM's python3 and no
+    curl). Pins: images/real/<name>/requirements.txt."""
+
+    suite: str  # Debian suite of the base: Open WebUI needs Python < 3.13, so bookworm
+    packages: tuple[str, ...]
+    venv: str
+    wheels: tuple[str, ...]  # local wheel files installed first (glob in PIP_FIND_LINKS)
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    env: tuple[str, ...]
+    port: int
+    workdir: str
+    volumes: tuple[str, ...] = ()
+
+    def changes(self, recipe: str) -> list[str]:
+        path = f"{self.venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        return [
+            f"ENTRYPOINT {json.dumps(list(self.entrypoint))}",
+            f"CMD {json.dumps(list(self.cmd))}",
+            f"ENV PATH={path}",
+            "ENV LANG=C.UTF-8",
+            *(f"ENV {e}" for e in self.env),
+            f"EXPOSE {self.port}",
+            f"WORKDIR {self.workdir}",
+            *(f"VOLUME {v}" for v in self.volumes),
+            f"LABEL {IMAGE_LABEL}={recipe}",
+        ]
+
+
+# No registry and no internet here beyond PyPI and Debian: each image is configured to
+# start offline (the upstream images bake in what these variables turn off).
+REAL_IMAGES = {
+    "litellm-real": RealImage(
+        suite="bookworm",
+        packages=("python3", "python3-venv", "ca-certificates"),
+        venv="/opt/litellm",
+        wheels=(),
+        entrypoint=("/opt/litellm/bin/litellm",),
+        cmd=("--port", "4000"),
+        # The model cost map is fetched from GitHub at start unless told to use its copy.
+        env=("LITELLM_LOCAL_MODEL_COST_MAP=True",),
+        port=4000,
+        workdir="/app",
+    ),
+    "open-webui-real": RealImage(
+        suite="bookworm",
+        packages=("python3", "python3-venv", "ca-certificates", "curl"),
+        venv="/opt/open-webui",
+        # PyPI's plain torch is the multi-GB CUDA build; this machine keeps the CPU one.
+        wheels=("torch-2.13.0+cpu-cp311-*.whl",),
+        entrypoint=("/opt/open-webui/bin/open-webui", "serve"),
+        cmd=("--host", "0.0.0.0", "--port", "8080"),
+        # Offline: no Hugging Face downloads; embeddings through Ollama, not a local model.
+        env=(
+            "DATA_DIR=/app/backend/data",
+            "OFFLINE_MODE=true",
+            "HF_HUB_OFFLINE=1",
+            "RAG_EMBEDDING_ENGINE=ollama",
+            "ANONYMIZED_TELEMETRY=false",
+            "SCARF_NO_ANALYTICS=true",
+            "DO_NOT_TRACK=true",
+        ),
+        port=8080,
+        workdir="/app/backend",
+        volumes=("/app/backend/data",),
+    ),
+}
+
+
+def _find_wheel(pattern: str) -> Path:
+    dirs = [*os.environ.get("PIP_FIND_LINKS", "").split(), "/opt/wheels"]
+    for d in dirs:
+        found = sorted(Path(d).glob(pattern)) if Path(d).is_dir() else []
+        if found:
+            return found[-1]
+    raise TestbedError(f"no wheel {pattern} in {dirs} (PIP_FIND_LINKS)")
+
+
+def _real_tree(tree: Path, name: str, build_log: Path, pip_cache: Path) -> None:
+    """debootstrap the base, then a venv with the pinned requirements, installed by pip
+    inside a chroot (the host's CA bundle copied in: HTTPS goes through a proxy here), with
+    a pip cache kept in the testbed cache across rebuilds."""
+    spec = REAL_IMAGES[name]
+    tree.chmod(0o755)
+    _sh(["unshare", "--mount", "--propagation", "private", "debootstrap", "--variant=minbase",
+         f"--include={','.join(spec.packages)}", spec.suite, tree, host_mirror()],
+        timeout=1800, log_to=build_log)  # fmt: skip
+    work = tree / "tmp/aistack-build"
+    (work / "wheels").mkdir(parents=True)
+    shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", work / "ca.crt")
+    shutil.copyfile(IMAGES_DIR / "real" / name / "requirements.txt", work / "requirements.txt")
+    for pattern in spec.wheels:
+        wheel = _find_wheel(pattern)
+        shutil.copyfile(wheel, work / "wheels" / wheel.name)
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    (tree / "root/.cache/pip").mkdir(parents=True, exist_ok=True)
+    venv = shlex.quote(spec.venv)
+    install = (
+        f"python3 -m venv {venv} && "
+        f"if ls /tmp/aistack-build/wheels/*.whl >/dev/null 2>&1; then "
+        f"{venv}/bin/pip install -q /tmp/aistack-build/wheels/*.whl; fi && "
+        f"{venv}/bin/pip install -q -r /tmp/aistack-build/requirements.txt"
+    )
+    root = shlex.quote(str(tree))
+    script = (
+        f"mount --bind {shlex.quote(str(pip_cache))} {root}/root/.cache/pip && "
+        f"mount -t proc proc {root}/proc && "
+        f"chroot {root} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "
+        f"PIP_CERT=/tmp/aistack-build/ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 "
+        f"PIP_DEFAULT_TIMEOUT=180 sh -ec {shlex.quote(install)}"
+    )
+    _sh(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+        timeout=2400, log_to=build_log)  # fmt: skip
+    trim = ("tmp/aistack-build", "root/.cache", "usr/share/doc/*", "usr/share/man/*",
+            "usr/share/locale/*", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*",
+            "dev/*", "var/log/*.log")  # fmt: skip
+    _sh(["sh", "-c", 'cd "$1" && shift && rm -rf -- $*', "sh", tree, *trim], timeout=300)
+    for d in ("app/backend/data",) if name == "open-webui-real" else ("app",):
+        (tree / d).mkdir(parents=True, exist_ok=True)
+
+
+def _build_real(guest: Guest, name: str, tag: str, recipe: str, cached: Path) -> None:
+    """Build the tree on the host, import it in the guest, and keep the tarball it was
+    imported from as the cache (importing it again is what loading costs; no save)."""
+    tree = Path(tempfile.mkdtemp(prefix=f"{name}-build-", dir=guest.cache / "tmp"))
+    host, inside = _guest_tmp(guest, f"import-{name}.tar")
+    try:
+        _real_tree(tree, name, guest.cache / "build.log", guest.cache / "pip-cache")
+        _sh(["tar", "-C", tree, "--numeric-owner", "-cf", host, "."], timeout=1200)
+        args = [a for c in REAL_IMAGES[name].changes(recipe) for a in ("--change", c)]
+        guest.run(["podman", "import", "-q", *args, inside, tag], timeout=900)
+        tmp = cached.with_name(f".{cached.name}.tmp")
+        shutil.move(host, tmp)
+        os.replace(tmp, cached)
+    finally:
+        host.unlink(missing_ok=True)
+        _remove_tree(tree)
+
+
 def _build_standin(guest: Guest, name: str, tag: str, recipe: str) -> None:
     """A busybox-static tree plus the shared sh HTTP server (tcpsvd + handler) and the
     service's routes and CLI shims (see images/standin/)."""
     spec = STANDINS[name]
     src = IMAGES_DIR / "standin"
-    with tempfile.TemporaryDirectory(dir=guest.cache / "tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{name}-build-", dir=guest.cache / "tmp") as tmp:
         tree = Path(tmp)
         for d in (
             "bin",
@@ -1087,7 +1270,7 @@ def _build_postgres(guest: Guest, tag: str, recipe: str) -> None:
     trimmed (docs, the JIT's LLVM, the package's default cluster), plus an entrypoint
     that initialises a cluster like the official image does."""
     src = IMAGES_DIR / "postgres"
-    tree = Path(tempfile.mkdtemp(prefix="pg-build-", dir=guest.cache / "tmp"))
+    tree = Path(tempfile.mkdtemp(prefix="postgres-build-", dir=guest.cache / "tmp"))
     try:
         tree.chmod(0o755)
         _sh(
@@ -1148,20 +1331,28 @@ def _build_postgres(guest: Guest, tag: str, recipe: str) -> None:
 
 
 def build_deb(version: str | None = None, repo_root: Path = REPO_ROOT) -> Path:
-    """Build the deb from this checkout (packaging/build.sh, nfpm from the venv)."""
+    """Build the deb from this checkout (packaging/build.sh, nfpm from the venv). Two
+    sessions at once take turns (build.sh stages in a fixed folder), and each gets its own
+    copy, so one's rebuild never swaps the file under the other's install."""
     env = dict(os.environ)
     if version:
         env["AISTACK_VERSION"] = version
-    proc = subprocess.run(
-        ["bash", "packaging/build.sh", "deb"], cwd=repo_root, env=env,
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    if proc.returncode:
-        raise TestbedError(f"packaging/build.sh deb failed:\n{proc.stdout}\n{proc.stderr}")
-    match = re.search(r"created package: (\S+\.deb)", proc.stdout + proc.stderr)
-    if not match:
-        raise TestbedError(f"no package in build output:\n{proc.stdout}\n{proc.stderr}")
-    return repo_root / match.group(1)
+    (repo_root / "build").mkdir(exist_ok=True)
+    with _locked(repo_root / "build" / ".deb.lock"):
+        proc = subprocess.run(
+            ["bash", "packaging/build.sh", "deb"], cwd=repo_root, env=env,
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if proc.returncode:
+            raise TestbedError(f"packaging/build.sh deb failed:\n{proc.stdout}\n{proc.stderr}")
+        match = re.search(r"created package: (\S+\.deb)", proc.stdout + proc.stderr)
+        if not match:
+            raise TestbedError(f"no package in build output:\n{proc.stdout}\n{proc.stderr}")
+        built = repo_root / match.group(1)
+        mine = repo_root / "build" / "debs" / str(os.getpid()) / built.name
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built, mine)
+    return mine
 
 
 def install_agent_from_deb(guest: Guest, deb: Path) -> str:
@@ -1193,6 +1384,23 @@ def stack_config(
         f"  open_webui:\n    image: {images['open-webui']}\n"
         f"  litellm:\n    image: {images['litellm']}\n"
         f"  postgres:\n    image: {postgres}\n"
+    )
+
+
+NO_DB_MODEL = "local-llama"
+
+
+def no_database_config(images: Mapping[str, str], head: str = "") -> str:
+    """agent.yaml for the stack without PostgreSQL (what the real LiteLLM can run offline
+    here): LiteLLM serving one model, NO_DB_MODEL, routed to Ollama's llama3.2:1b."""
+    return (
+        head + "stack:\n  gpu: none\n"
+        f"  ollama:\n    image: {images['ollama']}\n"
+        f"  open_webui:\n    image: {images['open-webui']}\n"
+        f"  litellm:\n    image: {images['litellm']}\n"
+        f"    model_list:\n      - model_name: {NO_DB_MODEL}\n"
+        "        litellm_params: {model: ollama/llama3.2:1b, api_base: 'http://ollama:11434'}\n"
+        "  postgres:\n    enabled: false\n"
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from agent.config import parse_config
 from agent.quadlet.keys import PodmanVersion
+from agent.stack import secrets
 from agent.stack.facts import CDI_HINT, resolve_gpu
 from agent.stack.render import HostFacts, RenderError, render
 
@@ -43,6 +44,11 @@ CASES = {
     ),
     "no-litellm": (
         "stack:\n  litellm: {enabled: false}\n  postgres: {enabled: false}\n",
+        HostFacts(P54, 257, "none"),
+    ),
+    # LiteLLM with no database (no spend tracking): no postgres unit, no DATABASE_URL.
+    "no-postgres": (
+        "stack:\n  postgres: {enabled: false}\n",
         HostFacts(P54, 257, "none"),
     ),
     "podman-4.9-systemd-252": ("", HostFacts(PodmanVersion(4, 9), 252, "none")),
@@ -134,3 +140,14 @@ def test_missing_templates_are_a_render_error_not_a_traceback(tmp_path: Path) ->
     """A plain pip install has no /usr/share/aistack/units: /v1/apply must say so (422)."""
     with pytest.raises(RenderError, match="the unit templates are not in"):
         render(parse_config("").stack, HostFacts(P54, 257, "none"), templates=tmp_path)
+
+
+def test_litellm_without_postgres_is_valid_and_wants_no_database_secret() -> None:
+    """A real configuration (no spend tracking), and the only one the real LiteLLM can
+    run offline in the testbed (tests/e2e/test_real_software.py)."""
+    stack = parse_config("stack:\n  postgres: {enabled: false}\n").stack
+    wanted = secrets.desired(stack)
+    assert "litellm-database-url" not in wanted and "postgres-password" not in wanted
+    assert wanted["litellm-master-key"] == ("litellm", "open-webui")
+    with_db = secrets.desired(parse_config("").stack)
+    assert with_db["litellm-database-url"] == ("litellm",)

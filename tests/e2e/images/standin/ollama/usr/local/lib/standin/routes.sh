@@ -83,6 +83,47 @@ delete() {
   fi
 }
 
+# /api/chat and /api/generate: a fixed answer, in Ollama's shapes (streamed NDJSON by
+# default, one object with "stream": false), so the real LiteLLM and Open WebUI can talk
+# to the stand-in. REPLY is what every completion says.
+REPLY=${OLLAMA_STANDIN_REPLY:-Hello from the Ollama stand-in.}
+NOW=2025-01-01T00:00:00Z
+COUNTS='"total_duration":1000000,"load_duration":1000,"prompt_eval_count":8,"prompt_eval_duration":1000,"eval_count":7,"eval_duration":1000'
+
+complete() {  # complete chat|generate
+  model=$(json_field model)
+  [ -n "$model" ] || { json '{"error":"model is required"}' '400 Bad Request'; return; }
+  case $model in *:*) ;; *) model=$model:latest ;; esac
+  has_model "$model" || {
+    json "{\"error\":\"model \\\"$model\\\" not found, try pulling it first\"}" '404 Not Found'
+    return
+  }
+  if [ "$1" = chat ]; then
+    part() { printf '"message":{"role":"assistant","content":"%s"}' "$1"; }
+  else
+    part() { printf '"response":"%s"' "$1"; }
+  fi
+  head="{\"model\":\"$model\",\"created_at\":\"$NOW\""
+  if printf '%s' "$BODY" | grep -q '"stream"[[:space:]]*:[[:space:]]*false'; then
+    json "$head,$(part "$REPLY"),\"done\":true,\"done_reason\":\"stop\",$COUNTS}"
+    return
+  fi
+  stream_start
+  for word in $REPLY; do
+    stream_line "$head,$(part "$word "),\"done\":false}"
+  done
+  stream_line "$head,$(part ''),\"done\":true,\"done_reason\":\"stop\",$COUNTS}"
+  stream_end
+}
+
+show() {  # model details, as LiteLLM and Open WebUI ask for them
+  model=$(json_field model)
+  [ -n "$model" ] || model=$(json_field name)
+  case $model in *:*) ;; *) model=$model:latest ;; esac
+  has_model "$model" || { json "{\"error\":\"model '$model' not found\"}" '404 Not Found'; return; }
+  json '{"modelfile":"","parameters":"","template":"{{ .Prompt }}","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"1.2B","quantization_level":"Q8_0"},"model_info":{"general.architecture":"llama","llama.context_length":131072},"capabilities":["completion"]}'
+}
+
 route() {
   case "$METHOD $REQ_PATH" in
     'GET /'|'HEAD /') text 'Ollama is running' ;;
@@ -90,6 +131,9 @@ route() {
     'GET /api/tags') json "{\"models\":$(models_json tags)}" ;;
     'GET /api/ps') json "{\"models\":$(models_json ps)}" ;;
     'POST /api/pull') pull ;;
+    'POST /api/chat') complete chat ;;
+    'POST /api/generate') complete generate ;;
+    'POST /api/show') show ;;
     'DELETE /api/delete') delete ;;
     *) not_found ;;
   esac
