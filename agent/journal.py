@@ -25,7 +25,11 @@ _ERRORISH = re.compile(
     r"cannot|can't|could not|invalid|failed|refused|not found|traceback",
     re.IGNORECASE,
 )
-_NOISE = re.compile(r"^\s*(File \"|\^+\s*$|~+\s*$|at |\|)")  # traceback frames and carets
+# Traceback frames, carets, and the boxes of rich's tracebacks (Open WebUI prints those)
+_NOISE = re.compile(r"^\s*(File \"|\^+\s*$|~+\s*$|at |\||[│╭╰─])")
+# What an exception says when it ends a program: "yaml.parser.ParserError: ...",
+# "OperationalError: (sqlite3.OperationalError) unable to open database file"
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Failure)\b:?")
 _URL_PASSWORD = re.compile(r"(://[^/@\s:]+:)[^@\s/]+@")
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 _API_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
@@ -65,10 +69,12 @@ def unit_output(
 def last_words(
     lines: Iterable[str], secrets: Iterable[str] = (), errors_only: bool = False
 ) -> str | None:
-    """The last line that reads like an error (else, unless errors_only, the last line),
-    redacted and cut."""
+    """The exception a program ended with, else the last line that reads like an error,
+    else (unless errors_only) the last line; redacted and cut."""
     kept = [line.strip() for line in lines if line.strip() and not _NOISE.match(line)]
-    line = next((x for x in reversed(kept) if _ERRORISH.search(x)), None)
+    line = next((x for x in reversed(kept) if _RAISED.match(x)), None)
+    if line is None:
+        line = next((x for x in reversed(kept) if _ERRORISH.search(x)), None)
     if line is None and not errors_only and kept:
         line = kept[-1]
     return redact(line, secrets) if line is not None else None

@@ -12,7 +12,7 @@ for both, side by side, and the real/stand-in ratio, with the machine's conditio
 
 Exits 0 whatever the figures; 2 only when it could not measure.
 
-    sudo .venv/bin/python benchmarks/real_recovery.py [--trials 6]
+    sudo .venv/bin/python benchmarks/real_recovery.py [--trials 4]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ SERVICES = ["litellm", "open-webui"]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=6, help="per stack, over both services")
+    parser.add_argument("--trials", type=int, default=4, help="per stack, over both services")
     args = parser.parse_args()
     print_conditions("start")
     try:

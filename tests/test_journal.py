@@ -27,6 +27,22 @@ def test_the_last_error_like_line_is_picked_not_a_traceback_frame() -> None:
     assert words == "yaml.parser.ParserError: while parsing a flow sequence"
 
 
+OPEN_WEBUI_READ_ONLY = """\
+│ ❱  630 │   │   return self.loaded_dbapi.connect(*cargs, **cparams)  # type:  │
+│        ignore[no-any-return]  # NOQA: E501                                   │
+╰──────────────────────────────────────────────────────────────────────────────╯
+OperationalError: (sqlite3.OperationalError) unable to open database file
+(Background on this error at: https://sqlalche.me/e/20/e3q8)
+"""
+
+
+def test_the_exception_a_program_ended_with_wins_over_later_error_words() -> None:
+    """Open WebUI's rich traceback: boxes, then the exception, then a link that also
+    says "error"."""
+    words = journal.last_words(OPEN_WEBUI_READ_ONLY.splitlines())
+    assert words == "OperationalError: (sqlite3.OperationalError) unable to open database file"
+
+
 def test_without_an_error_line_the_last_line_and_nothing_for_no_output() -> None:
     assert journal.last_words(["starting", "listening on :8080", "  "]) == "listening on :8080"
     assert journal.last_words([]) is None

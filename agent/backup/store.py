@@ -117,10 +117,14 @@ class DirLock:
         except BaseException:
             os.close(fd)
             raise
-        if self.exclusive:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {self.what}\n".encode(), 0)
         self._fd = fd
+        if self.exclusive:
+            # Who holds it, for another process's "busy" message: best effort. On a full
+            # disk this write fails, and must not turn a held lock into a leaked one (the
+            # run would crash and every later one wait for the agent itself).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {self.what}\n".encode(), 0)
         return True
 
     def holder(self) -> str:

@@ -128,7 +128,11 @@ def read_services(
             error = f"container {container_state}"
         elif health == "unhealthy":
             error = "health check failing"
-        stopped = st.active_state in ("failed", "activating") or st.sub_state == "auto-restart"
+        stopped = (
+            st.active_state in ("failed", "activating")
+            or st.sub_state == "auto-restart"
+            or (st.active_state == "deactivating" and st.result not in ("", "success"))
+        )
         if stopped and last_words is not None and error is not None and (words := last_words(st)):
             error = f"{error}; it said: {words}"
         services[spec.name] = ServiceView(

@@ -20,6 +20,7 @@ from agent.backup.store import (
     DUMP_FILE,
     MANIFEST_FILE,
     BackupStore,
+    DirLock,
     State,
     is_backup_id,
 )
@@ -116,6 +117,23 @@ def test_lock_excludes_other_holders_and_names_them(tmp_path: Path) -> None:
         assert not store.lock("verify", exclusive=False).try_acquire()
     with store.lock("prune"):
         pass
+
+
+def test_a_full_disk_does_not_leak_the_lock() -> None:
+    """Found by the gauntlet's full backup disk: writing the holder's name failed with
+    ENOSPC after the flock was taken, the run crashed, and the lock stayed held by the
+    agent itself, so every later run waited forever. /dev/full answers every write with
+    ENOSPC (fault injection by the kernel's own device)."""
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full")
+    lock = DirLock(full, exclusive=True, what="backup run (schedule)")
+    assert lock.try_acquire()  # held, though its holder could not be written
+    assert not DirLock(full, exclusive=True, what="prune").try_acquire()
+    lock.release()
+    again = DirLock(full, exclusive=True, what="prune")
+    assert again.try_acquire()
+    again.release()
 
 
 def test_state_round_trip_keeps_unknown_keys(tmp_path: Path) -> None:
