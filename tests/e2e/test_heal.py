@@ -64,7 +64,10 @@ def stack(
     guest.reset()
 
 
-def wait_all_healthy(guest: Guest, timeout: float = 180) -> dict[str, Any]:
+SLOW_FLOOR_S = 300.0
+
+
+def wait_all_healthy(guest: Guest, timeout: float = SLOW_FLOOR_S) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         code, doc = status(guest)
         services = doc["services"]
@@ -81,7 +84,10 @@ def wait_all_healthy(guest: Guest, timeout: float = 180) -> dict[str, Any]:
 def watch(
     guest: Guest, what: str, until: Callable[[int, dict[str, Any]], bool], timeout: float = 120
 ) -> list[tuple[int, dict[str, Any]]]:
-    """Poll /status until `until` holds; every document seen, for what happened between."""
+    """Poll /status until `until` holds; every document seen, for what happened between.
+    A timeout only catches a hang: on a loaded machine (CI runs two e2e sessions side by
+    side) a stop can take minutes, so none is shorter than SLOW_FLOOR_S."""
+    timeout = max(timeout, SLOW_FLOOR_S)
     seen: list[tuple[int, dict[str, Any]]] = []
 
     def probe() -> bool:
@@ -211,7 +217,7 @@ def test_podman_socket_stopped_for_20s_is_degraded_then_ok_without_restarts(
         assert doc["heal"]["paused"], doc["heal"]
     finally:
         guest.run(["systemctl", "start", "podman.socket"], timeout=60)
-    after = wait_all_healthy(guest, timeout=90)
+    after = wait_all_healthy(guest)
     watch(guest, "state ok again", lambda c, d: c == 200 and d["state"] == "ok", timeout=60)
     assert {n: s["container_id"] for n, s in after["services"].items()} == ids
     assert len(after["heal"]["recent"]) == n_actions, after["heal"]["recent"]
