@@ -87,15 +87,24 @@ def ollama_urls(env: Mapping[str, str]) -> list[str]:
             for u in urls]  # fmt: skip
 
 
+def _webui_to(ctx: Context, check: str, peer: str) -> Container | list[Finding]:
+    """Open WebUI's container when it and `peer` are enabled and it runs; else the one
+    finding that says why `check` has nothing to look at."""
+    if not (ctx.is_enabled("open-webui") and ctx.is_enabled(peer)):
+        return [ok(check, f"open-webui or {peer} not enabled: nothing to connect")]
+    webui = ctx.inspect("open-webui")
+    if webui is None or not webui.running:
+        return [not_checked(check, "open-webui is not running (see services)")]
+    return webui
+
+
 def check_webui_ollama(ctx: Context) -> list[Finding]:
     """The seed's "Open WebUI can't connect to Ollama": curl Ollama from inside Open WebUI,
     at the URL Open WebUI itself is configured with."""
     check = "webui-ollama"
-    if not (ctx.is_enabled("open-webui") and ctx.is_enabled("ollama")):
-        return [ok(check, "open-webui or ollama not enabled: nothing to connect")]
-    webui = ctx.inspect("open-webui")
-    if webui is None or not webui.running:
-        return [not_checked(check, "open-webui is not running (see services)")]
+    webui = _webui_to(ctx, check, "ollama")
+    if isinstance(webui, list):
+        return webui
     env = webui.env
     setting = "OLLAMA_BASE_URLS" if "OLLAMA_BASE_URLS" in env else "OLLAMA_BASE_URL"
     findings = []
@@ -154,11 +163,9 @@ def check_webui_litellm(ctx: Context) -> list[Finding]:
     """Open WebUI -> LiteLLM, as Open WebUI itself calls it: GET {url}/models from inside
     its container with the key it was given (the LiteLLM master key)."""
     check = "webui-litellm"
-    if not (ctx.is_enabled("open-webui") and ctx.is_enabled("litellm")):
-        return [ok(check, "open-webui or litellm not enabled: nothing to connect")]
-    webui = ctx.inspect("open-webui")
-    if webui is None or not webui.running:
-        return [not_checked(check, "open-webui is not running (see services)")]
+    webui = _webui_to(ctx, check, "litellm")
+    if isinstance(webui, list):
+        return webui
     url = webui_openai_url(webui.env)
     try:
         code, out, err = exec_run(ctx.socket, "open-webui", ["sh", "-c", _WEBUI_LITELLM, "sh", url])
