@@ -27,6 +27,7 @@ from .config import (
     resolve_path,
 )
 from .doctor.cli import register as register_doctor
+from .migrate.cli import register as register_migrate
 from .stack.cli import register as register_render
 from .tabular import table
 
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_render(sub)
     register_backup(sub)
     register_doctor(sub)
+    register_migrate(sub)
     return parser
 
 

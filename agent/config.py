@@ -150,6 +150,13 @@ class Secret(str):
         return f"Secret({self.REDACTED!r})"
 
 
+class Folder(str):
+    """A host folder that may be left empty (""): `stack.*.data`."""
+
+
+NO_FOLDER = Folder("")
+
+
 def _limits(low: float | None = None, high: float | None = None) -> dict[str, Any]:
     return {"min": low, "max": high}
 
@@ -388,10 +395,14 @@ class HealConfig:
     enabled: bool = True
     # How long a failing container health check is tolerated before the agent restarts.
     unhealthy_grace: Duration = 30.0
-    # The agent's own service probes (agent/stack/probes.py): how often, how long each.
-    probe_interval: Duration = 30.0
-    probe_timeout: Duration = 5.0
-    probe_failures: int = field(default=3, metadata=_limits(1, 1000))
+    # The agent's own service probes (agent/stack/probes.py): how often, how long each,
+    # and how soon a failed one is asked again (a miss needs confirming before it counts
+    # to the restart threshold). Together they bound a hang's detection:
+    # interval + (timeout + confirm) * failures - confirm, 4 + 2 + 1 + 2 = 9 s by default.
+    probe_interval: Duration = 4.0
+    probe_timeout: Duration = 2.0
+    probe_confirm: Duration = 1.0
+    probe_failures: int = field(default=2, metadata=_limits(1, 1000))
     backoff_initial: Duration = 5.0
     backoff_max: Duration = 300.0
     backoff_factor: float = field(default=2.0, metadata=_limits(1, 100))
@@ -407,11 +418,13 @@ class HealConfig:
             out.append(("backoff_initial", "must be longer than 0s"))
         if self.backoff_max < self.backoff_initial:
             out.append(("backoff_max", "must not be shorter than heal.backoff_initial"))
-        for key in ("probe_interval", "probe_timeout", "give_up_window"):
+        for key in ("probe_interval", "probe_timeout", "probe_confirm", "give_up_window"):
             if getattr(self, key) <= 0:
                 out.append((key, "must be longer than 0s"))
         if 0 < self.probe_interval <= self.probe_timeout:
             out.append(("probe_timeout", "must be shorter than heal.probe_interval"))
+        if self.probe_confirm > self.probe_interval > 0:
+            out.append(("probe_confirm", "must not be longer than heal.probe_interval"))
         return out
 
 
@@ -442,6 +455,18 @@ def _service_problems(svc: Any) -> list[tuple[str, str]]:
     return out
 
 
+_DATA_PATH = re.compile(r"/[^\0\n:,]*")
+
+
+def _data_problems(data: str) -> list[tuple[str, str]]:
+    """`data:` is a host directory bound instead of the managed volume (`aistack migrate
+    --data in-place`); empty keeps the volume."""
+    if data and (not _DATA_PATH.fullmatch(data) or "/../" in f"{data}/" or data == "/"):
+        why = "must be an absolute directory path without ':' or ',' (or empty: the volume)"
+        return [("data", f"{why}, got {data!r}")]
+    return []
+
+
 @dataclass(frozen=True)
 class OllamaConfig:
     enabled: bool = True
@@ -449,11 +474,13 @@ class OllamaConfig:
     ports: tuple[str, ...] = ("127.0.0.1:11434",)
     env: EnvMap = ()
     volumes: tuple[str, ...] = ()
+    # A host directory for the data instead of the managed volume (in-place migrate).
+    data: Folder = NO_FOLDER
     # Models to keep pulled (pulled on apply when missing).
     models: tuple[str, ...] = ()
 
     def problems(self) -> list[tuple[str, str]]:
-        return _service_problems(self)
+        return _service_problems(self) + _data_problems(self.data)
 
 
 @dataclass(frozen=True)
@@ -463,11 +490,13 @@ class OpenWebuiConfig:
     ports: tuple[str, ...] = ("127.0.0.1:8080",)
     env: EnvMap = ()
     volumes: tuple[str, ...] = ()
+    # A host directory for the data instead of the managed volume (in-place migrate).
+    data: Folder = NO_FOLDER
     # Traefik Host() rule in proxy mode, e.g. ai.example.com.
     hostname: str = "ai.localhost"
 
     def problems(self) -> list[tuple[str, str]]:
-        return _service_problems(self)
+        return _service_problems(self) + _data_problems(self.data)
 
 
 @dataclass(frozen=True)
@@ -501,11 +530,13 @@ class PostgresConfig:
     ports: tuple[str, ...] = ("127.0.0.1:5432",)
     env: EnvMap = ()
     volumes: tuple[str, ...] = ()
+    # A host directory for the data instead of the managed volume (in-place migrate).
+    data: Folder = NO_FOLDER
     database: str = "litellm"
     user: str = "llmproxy"
 
     def problems(self) -> list[tuple[str, str]]:
-        return _service_problems(self)
+        return _service_problems(self) + _data_problems(self.data)
 
 
 @dataclass(frozen=True)
@@ -644,6 +675,10 @@ def _convert(
         return value
     if isinstance(value, str) and "\0" in value:
         raise _Invalid("must not contain a NUL character")
+    if hint is Folder:
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a folder path or empty (got {_describe(value)})")
+        return Folder(value)
     if hint in (str, Secret):
         if not isinstance(value, str) or not value:
             raise _Invalid(f"must be a non-empty string (got {_describe(value)})")
@@ -699,7 +734,7 @@ def _plain(value: Any, hint: Any = None) -> Any:
             return format_duration(value)
         if marker is Unit.SIZE:
             return format_size(value)
-    if isinstance(value, Path):
+    if isinstance(value, Path | Folder):
         return str(value)
     if hint == EnvMap:
         return dict(value)

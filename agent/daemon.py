@@ -35,7 +35,7 @@ from .heal.xid import restart_view
 from .log import setup_logging
 from .metrics import build_registry
 from .snapshot import SnapshotStore
-from .stack.actuator import Actuator
+from .stack.actuator import Act, Actuator
 from .stack.control import StackControl
 from .status import AgentInfo, summary
 from .token import TokenError, ensure_token
@@ -95,13 +95,13 @@ class Agent:
         self.healer = Healer(
             self.store, config, hold=lambda: self.stack_control.busy, actuator=self.actuator
         )
-        # After any action: judge the service's new container soon, not in probe_interval.
-        self.actuator.listen(lambda act: self.probe_watcher.wake())
+        self.actuator.listen(self._acted)
         # Event sources: they only wake watchers, which then look for themselves; the
         # periodic polls stay the reconcile that makes a lost event harmless.
         self.events = PodmanEventStream(
-            config.watch.podman_socket, self._on_container_event, self._on_events_state
-        )
+            config.watch.podman_socket, self._on_container_event, self._on_events_state,
+            wanted=self.stack_watcher.is_service,
+        )  # fmt: skip
         self.signals = UnitSignals(
             self.stack_watcher.units, self.stack_watcher.on_unit_change, self._on_signals_state
         )
@@ -128,11 +128,20 @@ class Agent:
         """The GPU rule's last restart of Ollama, for the gpu snapshot's `ollama.restart`."""
         return restart_view(self.actuator, self.config.gpu.ollama_unit)
 
-    def _stack_changed(self) -> None:
-        """After a person's apply or action: the stack looks now, and backups decide again
-        (`backups.enabled: auto` turns on once the stack's PostgreSQL is applied)."""
+    def _acted(self, act: Act) -> None:
+        """After any action: the stack is looked at again at once (a heal's result shows in
+        /status), and the service's new container is probed soon, not in probe_interval."""
         self.stack_watcher.wake()
+        self.probe_watcher.wake()
+
+    async def _stack_changed(self) -> None:
+        """After a person's apply or action, before it answers: the stack is looked at
+        again, then probed (the answer and the /status after it agree: no "no container"
+        from a probe round of before the start), and backups decide again
+        (`backups.enabled: auto` turns on once the stack's PostgreSQL is applied)."""
         self.backups.wake()
+        await self.stack_watcher.refresh()
+        await self.probe_watcher.refresh()  # reads the stack's new snapshot: after it
 
     def _on_container_event(self, event: ContainerEvent) -> None:
         changed = self.stack_watcher.on_container_event(event)

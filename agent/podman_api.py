@@ -587,8 +587,8 @@ def container_stats(path: Path, names: Sequence[str], timeout: float = 30.0) -> 
     return {str(s.get("Name")): s for s in data.get("Stats") or []}
 
 
-def image_id(path: Path, ref: str, timeout: float = 30.0) -> str | None:
-    """The id of the image `ref` names locally, or None."""
+def _image_inspect(path: Path, ref: str, timeout: float) -> dict[str, Any] | None:
+    """`podman image inspect` of a local image; None when it is not here."""
     status, data = request_json(
         path, "GET", f"{API}/images/{quote(ref, safe='')}/json", None, timeout
     )
@@ -596,7 +596,13 @@ def image_id(path: Path, ref: str, timeout: float = 30.0) -> str | None:
         return None
     if status != 200 or not isinstance(data, dict):
         raise PodmanApiError(f"image inspect {ref!r} failed ({status}): {_message(data)}")
-    return str(data.get("Id"))
+    return data
+
+
+def image_id(path: Path, ref: str, timeout: float = 30.0) -> str | None:
+    """The id of the image `ref` names locally, or None."""
+    data = _image_inspect(path, ref, timeout)
+    return None if data is None else str(data.get("Id"))
 
 
 def image_pull(path: Path, ref: str, timeout: float = 1800.0) -> str:
@@ -632,3 +638,110 @@ def image_tag(path: Path, image: str, ref: str, timeout: float = 30.0) -> None:
     )
     if status not in (200, 201):
         raise PodmanApiError(f"cannot tag {image[:12]} as {ref} ({status}): {_message(data)}")
+
+
+@dataclass(frozen=True)
+class ContainerSummary:
+    """One row of `podman ps -a` with what `aistack migrate` needs of a container: the
+    compose labels that say which project and service it is, and its bind mounts."""
+
+    id: str
+    name: str
+    running: bool
+    labels: Mapping[str, str]
+    mounts: tuple[tuple[str, str], ...]  # (host source, container destination)
+    ports: tuple[str, ...] = ()  # host ports it publishes
+    restart_policy: str = ""  # no, always, unless-stopped, on-failure ("" when none)
+
+
+def containers(path: Path, timeout: float = 30.0) -> list[ContainerSummary]:
+    """Every container (running or not), with its mounts (each inspected)."""
+    status, data = request_json(path, "GET", f"{API}/containers/json?all=true", None, timeout)
+    if status != 200 or not isinstance(data, list):
+        raise PodmanApiError(f"cannot list containers ({status}): {_message(data)}")
+    out = []
+    for row in data:
+        if not isinstance(row, dict):
+            continue
+        names = row.get("Names") or []
+        name = _text(names[0]) if names else _text(row.get("Id"))
+        inspected = container_inspect(path, name, timeout) or {}
+        mounts = tuple(
+            (_text(m.get("Source")), _text(m.get("Destination")))
+            for m in inspected.get("Mounts") or []
+            if isinstance(m, dict)
+        )
+        labels = row.get("Labels") if isinstance(row.get("Labels"), dict) else {}
+        ports = tuple(str(p.get("host_port")) for p in row.get("Ports") or []
+                      if isinstance(p, dict) and p.get("host_port"))  # fmt: skip
+        policy = _dict(_dict(inspected.get("HostConfig")).get("RestartPolicy")).get("Name")
+        out.append(ContainerSummary(
+            _text(row.get("Id")), name, _text(row.get("State")) == "running",
+            {str(k): _text(v) for k, v in (labels or {}).items()}, mounts, ports,
+            _text(policy),
+        ))  # fmt: skip
+    return out
+
+
+def _container_post(path: Path, name: str, action: str, timeout: float) -> int:
+    status, data = request_json(
+        path, "POST", f"{API}/containers/{quote(name, safe='')}/{action}", None, timeout
+    )
+    if status == 404:
+        raise ContainerNotFound(f"no container {name!r}")
+    if status not in (200, 204, 304):
+        raise PodmanApiError(f"cannot {action.split('?')[0]} {name!r} ({status}): {_message(data)}")
+    return status
+
+
+def container_stop(path: Path, name: str, stop_timeout: int = 30) -> None:
+    """Stop a container (SIGTERM, then SIGKILL after `stop_timeout`); a stopped one is left."""
+    _container_post(path, name, f"stop?timeout={stop_timeout}", stop_timeout + 30.0)
+
+
+def container_start(path: Path, name: str, timeout: float = 120.0) -> None:
+    """Start a container; a running one is left."""
+    _container_post(path, name, "start", timeout)
+
+
+def container_restart_policy(path: Path, name: str, policy: str, timeout: float = 30.0) -> None:
+    """Change a container's restart policy (`podman update --restart`, Podman 5.1): an old
+    container must not come back by itself (podman-restart.service at boot)."""
+    query = f"update?restartPolicy={quote(policy, safe='')}"
+    status, data = request_json(
+        path, "POST", f"{API}/containers/{quote(name, safe='')}/{query}", {}, timeout
+    )
+    if status == 404:
+        raise ContainerNotFound(f"no container {name!r}")
+    if status not in (200, 201, 204):
+        raise PodmanApiError(
+            f"cannot set the restart policy of {name!r} to {policy} ({status}): {_message(data)}"
+        )
+
+
+def container_rename(path: Path, name: str, new: str, timeout: float = 30.0) -> None:
+    _container_post(path, name, f"rename?name={quote(new, safe='')}", timeout)
+
+
+def volume_mountpoint(
+    path: Path, name: str, create: bool = False, timeout: float = 30.0
+) -> Path | None:
+    """Where a named volume's data lies on this host; None when there is no such volume
+    (created first, empty, with `create`)."""
+    status, data = request_json(path, "GET", f"{API}/volumes/{quote(name, safe='')}/json",
+                                None, timeout)  # fmt: skip
+    if status == 404 and create:
+        status, data = request_json(path, "POST", f"{API}/volumes/create", {"Name": name}, timeout)
+    if status == 404:
+        return None
+    if status not in (200, 201) or not isinstance(data, dict) or not data.get("Mountpoint"):
+        raise PodmanApiError(f"cannot inspect volume {name!r} ({status}): {_message(data)}")
+    return Path(str(data["Mountpoint"]))
+
+
+def image_env(path: Path, ref: str, timeout: float = 30.0) -> dict[str, str] | None:
+    """The environment an image sets (its ENV lines), or None when it is not here."""
+    data = _image_inspect(path, ref, timeout)
+    if data is None:
+        return None
+    return _env_of(_dict(data.get("Config")))

@@ -25,6 +25,8 @@ _SYSTEMD = b"org.freedesktop.systemd1"
 _MANAGER_PATH = b"/org/freedesktop/systemd1"
 _MANAGER_IFACE = b"org.freedesktop.systemd1.Manager"
 _UNIT_IFACE = b"org.freedesktop.systemd1.Unit"
+_PROPERTIES_IFACE = b"org.freedesktop.DBus.Properties"
+UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit"
 _WAIT_SLICE_S = 0.25  # the most one sd_bus_wait blocks, so the deadline is checked often
 
 
@@ -43,6 +45,16 @@ class JobOutcome:
     @property
     def ok(self) -> bool:
         return self.result == "done"
+
+
+# The sub-states in which systemd itself is about to start a service again (Restart=):
+# systemd >= 254 passes through dead/failed-before-auto-restart (ActiveState inactive or
+# failed, for a moment) on its way to auto-restart, and auto-restart-queued after it.
+# Whoever sees one of them must wait: acting then fights systemd's own restart.
+RESTARTING_SUB_STATES = frozenset(
+    {"auto-restart", "auto-restart-queued", "dead-before-auto-restart",
+     "failed-before-auto-restart"}
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,19 +159,61 @@ def _dbus_errors(doing: str, unit: str | None) -> Iterator[None]:
         raise systemd_error(exc, doing, unit) from None
 
 
-def _manager(bus: Any) -> Any:
-    from pystemd.systemd1 import Manager
+def unit_object_path(unit: str) -> str:
+    """systemd's object path of a unit, escaped as sd_bus_path_encode does: every byte
+    but a-z A-Z (and 0-9 after the first) becomes _xx, e.g. ollama.service ->
+    /org/freedesktop/systemd1/unit/ollama_2eservice."""
+    raw = unit.encode()
+    if not raw:
+        return f"{UNIT_PATH_PREFIX}/_"
+    out = []
+    for i, byte in enumerate(raw):
+        ch = chr(byte)
+        if ("a" <= ch <= "z") or ("A" <= ch <= "Z") or (i > 0 and "0" <= ch <= "9"):
+            out.append(ch)
+        else:
+            out.append(f"_{byte:02x}")
+    return f"{UNIT_PATH_PREFIX}/{''.join(out)}"
 
-    return Manager(bus=bus, _autoload=True)
+
+# Plain method calls, no introspection: pystemd's introspected objects (systemd1.Unit,
+# .Manager) parse the object's XML and build a class per interface on every use, which on
+# a poll every few seconds was the agent's largest churn of objects (docs/performance.md).
+
+
+def _call(bus: Any, path: bytes, iface: bytes, method: bytes, *args: bytes) -> Any:
+    """One method call to systemd with string arguments; the reply's value (a single one
+    unwrapped)."""
+    from pystemd.dbuslib import apply_signature
+
+    typed = apply_signature(b"s" * len(args), list(args))
+    body = bus.call_method(_SYSTEMD, path, iface, method, typed).body
+    return body[0] if isinstance(body, list | tuple) and len(body) == 1 else body
+
+
+def _manager_call(bus: Any, method: bytes, *args: bytes) -> Any:
+    return _call(bus, _MANAGER_PATH, _MANAGER_IFACE, method, *args)
+
+
+def _manager_property(bus: Any, name: bytes) -> Any:
+    return _call(bus, _MANAGER_PATH, _PROPERTIES_IFACE, b"Get", _MANAGER_IFACE, name)
+
+
+def _get_all(bus: Any, path: bytes, iface: bytes) -> Mapping[bytes, Any]:
+    props = _call(bus, path, _PROPERTIES_IFACE, b"GetAll", iface)
+    return props if isinstance(props, Mapping) else {}
 
 
 def _read_state(bus: Any, unit: str) -> UnitState:
-    from pystemd.systemd1 import Unit
+    from pystemd.dbusexc import DBusBaseError
 
-    obj = Unit(unit.encode(), bus=bus, _autoload=True)  # introspects: tells its interfaces
-    props = obj.Properties.GetAll(_UNIT_IFACE)
+    path = unit_object_path(unit).encode()
+    props = _get_all(bus, path, _UNIT_IFACE)  # a unit not loaded is loaded: not-found
     kind = unit.rpartition(".")[2].capitalize()  # ollama.service -> Service
-    typed = obj.Properties.GetAll(_SYSTEMD + b"." + kind.encode()) if hasattr(obj, kind) else {}
+    try:
+        typed = _get_all(bus, path, _SYSTEMD + b"." + kind.encode())
+    except DBusBaseError:  # a unit type without Result/NRestarts/MainPID
+        typed = {}
     return UnitState.from_properties(unit, props, typed)
 
 
@@ -172,19 +226,19 @@ class ManagerState:
 def manager_state() -> ManagerState:
     """systemd's version and SystemState: is the manager there, and how is the host."""
     with _connected("read systemd's state") as bus:
-        manager = _manager(bus).Manager
-        return ManagerState(_text(manager.Version), _text(manager.SystemState))
+        version, state = (_manager_property(bus, name) for name in (b"Version", b"SystemState"))
+        return ManagerState(_text(version), _text(state))
 
 
 def daemon_reload() -> None:
     """systemctl daemon-reload: returns once systemd has reloaded (its reply comes after)."""
     with _connected("daemon-reload") as bus:
-        _manager(bus).Manager.Reload()
+        _manager_call(bus, b"Reload")
 
 
 def reset_failed(unit: str) -> None:
     with _connected(f"reset-failed {unit}", unit) as bus:
-        _manager(bus).Manager.ResetFailedUnit(unit.encode())
+        _manager_call(bus, b"ResetFailedUnit", unit.encode())
 
 
 def unit_state(unit: str) -> UnitState:
@@ -228,8 +282,7 @@ def _job(action: str, method: bytes, unit: str, timeout: float) -> JobOutcome:
 
     with _connected(f"{action} {unit}", unit) as bus:
         bus.match_signal(_SYSTEMD, _MANAGER_PATH, _MANAGER_IFACE, b"JobRemoved", on_job_removed)
-        queue = getattr(_manager(bus).Manager, method.decode())
-        job = bytes(queue(unit.encode(), b"replace"))
+        job = bytes(_manager_call(bus, method, unit.encode(), b"replace"))
         deadline = time.monotonic() + timeout
         while job not in removed and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(DBusInterruptedError):

@@ -47,6 +47,7 @@ class ServiceView:
     container_state: str = "unknown"  # running, exited, ..., absent, unknown
     oom_killed: bool | None = None
     container_id: str | None = None
+    pid: int | None = None  # the container's main process, as the host sees it (running)
     image: str | None = None
     image_digest: str | None = None
     started_at: str | None = None

@@ -158,7 +158,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "agent.watchers.reconnect"),
     ("agent.podman_api", "agent.systemd_ctl", "agent.journal", "agent.ollama_api",
      "agent.client"),
-    ("agent.stack", "agent.gpu", "agent.compose", "agent.backup"),
+    ("agent.stack", "agent.gpu", "agent.compose", "agent.backup", "agent.migrate"),
     ("agent.watchers",),
     ("agent.heal",),
     ("agent.status", "agent.metrics", "agent.api", "agent.openapi"),

@@ -112,29 +112,33 @@ class SystemdUnits:
 # --- database steps ------------------------------------------------------------------------
 
 
-async def _psql(source: DumpSource, sql: str, database: str = "postgres") -> str:
+async def psql(
+    source: DumpSource, sql: str, database: str = "postgres", stage: str = "restore"
+) -> str:
+    """One SQL statement through psql: its rows unaligned, columns tab-separated, the
+    output stripped; BackupError(stage) when psql fails."""
     result, out = await run_tool(
-        source, "psql", ["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", database,
-                         "-c", sql],
-        "restore", capture_stdout=True,
+        source, "psql", ["-X", "-A", "-t", "-q", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+                         "-d", database, "-c", sql],
+        stage, capture_stdout=True,
     )  # fmt: skip
     if not result.ok:
-        raise BackupError("restore", f"psql: {result.first_error() or result.describe()}",
+        raise BackupError(stage, f"psql: {result.first_error() or result.describe()}",
                           result.stderr)  # fmt: skip
     return out.decode(errors="replace").strip()
 
 
 async def database_exists(source: DumpSource, name: str) -> bool:
     ident(name)
-    return await _psql(source, f"SELECT 1 FROM pg_database WHERE datname = {literal(name)}") == "1"
+    return await psql(source, f"SELECT 1 FROM pg_database WHERE datname = {literal(name)}") == "1"
 
 
 async def create_database(source: DumpSource, name: str) -> None:
-    await _psql(source, f"CREATE DATABASE {ident(name)}")
+    await psql(source, f"CREATE DATABASE {ident(name)}")
 
 
 async def drop_database(source: DumpSource, name: str) -> None:
-    await _psql(source, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
+    await psql(source, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
 
 
 async def apply_globals(source: DumpSource, path: Path) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..quadlet import FIRST_QUADLET, PodmanVersion, UnitFile
+from .container import HEADER_LEAD
 from .convert import convert
 from .errors import EX_DATAERR, ComposeError, visible
 from .loader import LoadOptions, Project, load_project
@@ -51,7 +52,8 @@ EXIT_CODES = """exit codes:
       or a usage error
   65  a compose file is malformed or refused as hostile (EX_DATAERR): the file and the
       key path are named
-  73  the output (-o DIR, --stack-config FILE) cannot be written (EX_CANTCREAT)"""
+  73  the output (-o DIR, --stack-config FILE) cannot be written, or a unit file there
+      was written by another project or a person (EX_CANTCREAT); nothing is written"""
 
 DESCRIPTION = """\
 Convert a docker-compose project into Podman quadlet units (.container, .network,
@@ -282,6 +284,8 @@ def write_units(units: Sequence[UnitFile], directory: Path) -> list[Path]:
     """
     check_output_dir(directory)
     paths = [unit_path(directory, unit.name) for unit in units]
+    for unit, path in zip(units, paths, strict=True):
+        _check_not_anothers(unit, path, directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for unit, path in zip(units, paths, strict=True):
@@ -289,6 +293,36 @@ def write_units(units: Sequence[UnitFile], directory: Path) -> list[Path]:
     except OSError as exc:
         raise OutputError(directory, "-o", f"cannot write: {exc.strerror or exc}") from None
     return paths
+
+
+_ORIGIN = re.compile(r"# \(compose project ('(?:[^'\\]|\\.)*'|\"[^\"]*\"), ")
+_HEAD_BYTES = 4096
+
+
+def _check_not_anothers(unit: UnitFile, path: Path, directory: Path) -> None:
+    """A file already at `path` is replaced only when this same import wrote it (the
+    same compose files, the same project): never another project's unit of the same
+    name, never a unit a person wrote."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES).decode(errors="replace").splitlines()[:2]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(directory, "-o", f"cannot read {path.name}: {exc.strerror}") from None
+    ours = [f"# {line}" for line in unit.header[:2]]
+    if head == ours:
+        return
+    lead = f"# {HEADER_LEAD}"
+    if head and head[0].startswith(lead):
+        found = _ORIGIN.match(head[1]) if len(head) > 1 else None
+        other = found.group(1) if found else "another project"
+        why = (f"{path.name} there was written from another compose project ({other}, "
+               f"{head[0][len(lead):]}); name this one differently (-p NAME), or write it "
+               "to another folder")  # fmt: skip
+    else:
+        why = f"{path.name} there was not written by aistack import-compose; not replacing it"
+    raise OutputError(directory, "-o", f"refusing to overwrite: {why}; nothing written")
 
 
 def write_stack_config(path: Path, text: str) -> None:
@@ -338,11 +372,26 @@ def add_stack_config(result: ImportResult) -> StackImport:
     return result.stack
 
 
-def _next_steps(result: ImportResult, where: str) -> str:
-    services = " ".join(f"{s}.service" for s in sorted(result.project.services))
+def _next_steps(result: ImportResult, written_to: Path | None) -> str:
+    services = " ".join(
+        f"{u.name.removesuffix('.container')}.service"
+        for u in result.units
+        if u.name.endswith(".container")
+    )
+    start = f"systemctl daemon-reload && systemctl start {services}"
+    if written_to is None:
+        return (
+            "next: write the units to /etc/containers/systemd/ (root) or "
+            f"~/.config/containers/systemd/ (-o DIR), then: {start}"
+        )
+    where = os.path.abspath(written_to)
+    if where.startswith(("/etc/containers/systemd", "/usr/share/containers/systemd")) or (
+        "/.config/containers/systemd" in where
+    ):
+        return f"next: {start}"
     return (
-        f"next: copy the units to {where} (root) or ~/.config/containers/systemd/, then: "
-        f"systemctl daemon-reload && systemctl start {services}"
+        f"next: copy the units from {written_to} to /etc/containers/systemd/ (root) or "
+        f"~/.config/containers/systemd/, then: {start}"
     )
 
 
@@ -409,9 +458,9 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
         )
     elif result.written:
         lines.append(f"wrote {len(result.written)} files to {args.output}")
-        lines.append(_next_steps(result, str(args.output)))
+        lines.append(_next_steps(result, args.output))
     else:
-        lines.append(_next_steps(result, "/etc/containers/systemd/"))
+        lines.append(_next_steps(result, None))
     if stack is not None and not stack.recognised:
         lines.append(
             f"aistack: --stack-config: nothing written to {args.stack_config}: the project "

@@ -1,8 +1,10 @@
 """A loaded compose project -> quadlet units (`.container`, `.network`, `.volume`).
 
 Naming, chosen so units from several projects can share /etc/containers/systemd:
-- each service becomes `<service>.container` (so `<service>.service`, which is how
-  depends_on reads); the container is named `container_name` or `<project>-<service>`;
+- each service becomes `<project>-<service>.container` (so `<project>-<service>.service`,
+  which is how depends_on reads): projects sharing a folder never replace each other's
+  units; the container is named `container_name` or `<project>-<service>`; a `build:`
+  adds `<project>-<service>.build` (Podman 5.2);
 - the implicit `default` network becomes `<project>.network`, other project networks
   `<project>-<name>.network`; the Podman network is named as Compose names it
   (`<project>_<name>`, or its `name:`), so service names resolve through Podman's DNS;
@@ -295,8 +297,18 @@ def convert(project: Project, target: PodmanVersion, report: Report) -> list[Uni
             report.note(f"{kind}.{name}", kind, "not used by any converted service")
     for name in sorted(project.services):
         where = project.origin.get(name, project.files[0])
-        check_file_name(f"{name}.container", where, ("services", name))
-        units.append(ServiceConverter(the_plan, name, report).convert())
+        check_file_name(f"{the_plan.unit_stem(name)}.container", where, ("services", name))
+        converter = ServiceConverter(the_plan, name, report)
+        unit = converter.convert()
+        if not converter.refused:
+            units.append(unit)
+            units.extend(converter.extra_units)
+    refused = {n for n in project.services if f"{the_plan.unit_stem(n)}.container"
+               not in {u.name for u in units}}  # fmt: skip
+    for name in sorted(project.services):
+        for dep in sorted(set(project.services[name].get("depends_on") or {}) & refused):
+            report.lose(name, f"depends_on.{dep}", f"{dep} gets no unit (its build), so this "
+                        "one cannot start until you create it")  # fmt: skip
     for unit in units:  # a unit quadlet would skip must never be written
         for problem in unit.validate(target):
             report.lose(unit.name, problem.key, str(problem))

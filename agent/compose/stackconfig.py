@@ -33,7 +33,7 @@ from . import dotenv
 from .errors import ComposeError, name_like
 from .loader import Project
 from .report import Report
-from .values import command_words, qualify_image, scalar
+from .values import command_words, names_registry, qualify_image, scalar
 from .yamlload import load_plain
 
 SECRETS_DIR = "/etc/aistack/secrets"
@@ -57,7 +57,8 @@ ROLES = (
     Role("postgres", "postgres", 5432, "/var/lib/postgresql/data", ("postgres", "db")),
 )
 _ROLE = {r.key: r for r in ROLES}
-_DATA_VOLUME = {
+# the managed volume each data role's data lives in (units/*.volume's VolumeName=)
+DATA_VOLUMES = {
     "ollama": "aistack-ollama-models",
     "open_webui": "aistack-open-webui-data",
     "postgres": "aistack-postgres-data",
@@ -68,8 +69,7 @@ LITELLM_CONFIG_DEFAULT = "/app/config.yaml"
 def role_of_image(image: str) -> str | None:
     """The managed service an image is (by repository path, any registry or tag)."""
     ref = qualify_image(image).split("@")[0]
-    first, _, rest = ref.partition("/")
-    path = rest if ("." in first or ":" in first or first == "localhost") else ref
+    path = ref.partition("/")[2] if names_registry(ref) else ref
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
         path = path[: len(path) - len(last)] + last.split(":", 1)[0]
@@ -94,6 +94,8 @@ _MANAGED_SECRETS: dict[tuple[str, str], tuple[str, str]] = {
     ("litellm", "LITELLM_MASTER_KEY"): ("litellm-master-key", "aistack generates its own"),
     ("postgres", "POSTGRES_PASSWORD"): ("postgres-password", "aistack generates its own"),
 }
+# Secrets of the other services that an env_file shared by the project hands LiteLLM too.
+_OTHERS_SECRETS = frozenset({"POSTGRES_PASSWORD", "WEBUI_SECRET_KEY"})
 _SECRET_WORDS = frozenset(
     {"PASSWORD", "PASSWD", "PASS", "SECRET", "TOKEN", "KEY", "APIKEY", "CREDENTIAL",
      "CREDENTIALS", "PRIVATE", "AUTH"}
@@ -123,6 +125,9 @@ class StackImport:
     services: dict[str, str] = field(default_factory=dict)  # stack key -> compose service
     data: dict[str, Any] = field(default_factory=dict)
     secrets_todo: list[str] = field(default_factory=list)
+    # file name in /etc/aistack/secrets -> the project's value (for `aistack migrate`,
+    # which carries them; never rendered, logged or printed)
+    secret_values: dict[str, str] = field(default_factory=dict, repr=False)
 
     def render(self, sources: list[Path]) -> str:
         names = " + ".join(str(s) for s in sources)
@@ -190,6 +195,7 @@ class _Builder:
         self.services = services
         self.report = report
         self.todo: list[str] = []
+        self.values: dict[str, str] = {}  # secret file -> value (StackImport.secret_values)
         self.provider_keys: list[str] = []
         # Host names the compose project reaches each service by -> the managed name.
         self.rehost: dict[str, str] = {}
@@ -330,6 +336,8 @@ class _Builder:
                 continue
             if (role.key, name) in _MANAGED_SECRETS:
                 file, why = _MANAGED_SECRETS[role.key, name]
+                if role.key != "open_webui" or name != "OPENAI_API_KEY":  # LiteLLM's decides
+                    self.values.setdefault(file, value)
                 keep = f"to keep yours, put it in {SECRETS_DIR}/{file}"
                 if file == "litellm-master-key" and role.key == "open_webui":
                     keep = f"the value is {SECRETS_DIR}/{file}"
@@ -341,6 +349,14 @@ class _Builder:
                     )
                 self.secret(f"{_ROLE[role.key].name}: {name} is not copied: {why}; {keep}{extra}")
                 continue
+            if role.key == "litellm" and name in _OTHERS_SECRETS:
+                self.note(
+                    role.key,
+                    key,
+                    "not carried: another service's secret (an env_file shared by the "
+                    "project); LiteLLM gets its database from DATABASE_URL",
+                )
+                continue
             if role.key == "litellm" and name == "DATABASE_URL":
                 self.secret(
                     "litellm: DATABASE_URL is not copied: aistack builds it from "
@@ -350,6 +366,7 @@ class _Builder:
             if is_secret(name, value):
                 if role.key == "litellm" and _ENV_NAME.fullmatch(name):
                     self.provider_keys.append(name)
+                    self.values[name] = value
                     self.secret(
                         f"litellm: {name} is not copied (a secret); it is listed in "
                         f"stack.litellm.provider_keys: put it in {SECRETS_DIR}/{name} "
@@ -420,7 +437,7 @@ class _Builder:
         return out
 
     def data_todo(self, role: Role, kind: str | None, source: str | None) -> None:
-        volume = _DATA_VOLUME[role.key]
+        volume = DATA_VOLUMES[role.key]
         into = f"$(podman volume inspect --format '{{{{.Mountpoint}}}}' {volume})"
         if kind == "bind" and source:
             copy = f"cp -a {source}/. {into}/"
@@ -481,6 +498,7 @@ class _Builder:
         settings = config.get("general_settings")
         master = settings.get("master_key") if isinstance(settings, dict) else None
         if isinstance(master, str) and not master.startswith("os.environ/"):
+            self.values["litellm-master-key"] = master  # the proxy's own setting wins
             self.secret(
                 f"litellm: general_settings.master_key in {path} is not copied: aistack "
                 f"generates its own; to keep yours, put it in {SECRETS_DIR}/litellm-master-key"
@@ -515,6 +533,7 @@ class _Builder:
                 env = f"MODEL_{label.strip('_').upper()}_{str(key).upper()}"
                 fixed[key] = f"os.environ/{env}"
                 self.provider_keys.append(env)
+                self.values[env] = value
                 self.secret(
                     f"litellm: model_list[{index}] has a literal {key}; the stack config "
                     f"reads it from {env} instead: put it in {SECRETS_DIR}/{env}"
@@ -673,4 +692,4 @@ def stack_config(project: Project, report: Report) -> StackImport:
         return StackImport(False, why)
     builder = _Builder(project, services, report)
     data = builder.build()
-    return StackImport(True, "", services, data, builder.todo)
+    return StackImport(True, "", services, data, builder.todo, builder.values)

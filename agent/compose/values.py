@@ -144,11 +144,27 @@ def qualify_image(ref: str) -> str:
     if not ref:
         raise ValueError("the image reference is empty")
     first, slash, rest = ref.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
+    if names_registry(ref):
         if first in ("docker.io", "index.docker.io", "registry-1.docker.io"):
             return "docker.io/" + (rest if "/" in rest.split("@")[0] else "library/" + rest)
         return ref
     return "docker.io/" + (ref if slash else "library/" + ref)
+
+
+def names_registry(ref: str) -> bool:
+    """A first component with a `.` or `:`, or `localhost`: a registry, not a Docker Hub
+    namespace (the rule Docker and Podman resolve short names by)."""
+    first, slash, _ = ref.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+
+
+def local_image(ref: str) -> str:
+    """The reference a local build tags: `podman build -t mygw:staging` names the image
+    `localhost/mygw:staging`, not Docker Hub's; one that names a registry is kept."""
+    ref = ref.strip()
+    if not ref:
+        raise ValueError("the image reference is empty")
+    return ref if names_registry(ref) else f"localhost/{ref}"
 
 
 # --- ports ----------------------------------------------------------------------------

@@ -8,8 +8,9 @@ every scenario is a test with simulated time.
 Decisions, per service, in dependency order (postgres before litellm, ...):
 
 1. Not meant to run: nothing to heal.
-2. systemd is already restarting it (sub_state auto-restart, or activating/deactivating):
-   wait. Restarting on top of systemd's own restart would fight it.
+2. systemd is already restarting it (sub_state auto-restart, or one of the states on the
+   way to it such as failed-before-auto-restart: RESTARTING_SUB_STATES; or
+   activating/deactivating): wait. Restarting on top of systemd's own restart would fight it.
 3. A problem: failed (`reset-failed` first: it also resets systemd's start limit, or the
    restart is refused),
    inactive, unhealthy for longer than `unhealthy_grace`, or `probe_failures` failed
@@ -40,6 +41,7 @@ from typing import Literal
 
 from ..config import HealConfig, format_duration
 from ..stack.model import DEPENDENCIES, ORDER
+from ..systemd_ctl import RESTARTING_SUB_STATES
 
 Status = Literal["ok", "backing-off", "gave-up", "waiting-for-dependency"]
 ActionKind = Literal["restart", "reset-failed", "give-up"]
@@ -113,6 +115,7 @@ class _Round:
     """What this round learnt about services already decided (their dependents ask)."""
 
     down: dict[str, str] = field(default_factory=dict)  # service -> why it is down
+
 
 
 def decide(
@@ -206,7 +209,7 @@ def _decide_one(
         if now < st.next_attempt:
             return None, st
         obs = replace(obs, should_run=True)  # still stopped: start it (below)
-    if obs.sub_state == "auto-restart" or obs.active_state in _SYSTEMD_BUSY_STATES:
+    if obs.sub_state in RESTARTING_SUB_STATES or obs.active_state in _SYSTEMD_BUSY_STATES:
         round_.down[name] = f"systemd is restarting it ({obs.active_state}/{obs.sub_state})"
         return None, replace(st, reason=f"{round_.down[name]}; waiting for systemd")
 

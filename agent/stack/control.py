@@ -7,7 +7,7 @@ socket) runs in a worker thread so the event loop keeps serving and pinging the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..config import AgentConfig
@@ -41,7 +41,7 @@ class StackControl:
     def __init__(
         self,
         config: Callable[[], AgentConfig],
-        changed: Callable[[], None],
+        changed: Callable[[], Awaitable[None]],
         taken_over: Callable[[str], None] = lambda service: None,
         actuator: Actuator | None = None,
     ) -> None:
@@ -49,7 +49,9 @@ class StackControl:
         # A person's restarts go through the one actuator: recorded and counted with the
         # healer's and the GPU rule's, and never at the same time as theirs.
         self._actuator = actuator or Actuator()
-        self._changed = changed  # wakes the stack watcher after an action
+        # After an action, before it returns: the stack is looked at again, so /status
+        # read right after says what the action left (not the state from before it).
+        self._changed = changed
         # A person started, stopped or restarted a service: the healer starts afresh.
         self._taken_over = taken_over
         self._lock = asyncio.Lock()
@@ -67,7 +69,7 @@ class StackControl:
             try:
                 return await asyncio.to_thread(apply, self._config(), purge_data=purge_data)
             finally:
-                self._changed()
+                await self._changed()
 
     async def update(self, pull: bool = True) -> UpdateReport:
         if self._lock.locked():
@@ -76,7 +78,7 @@ class StackControl:
             try:
                 return await asyncio.to_thread(update, self._config(), pull=pull)
             finally:
-                self._changed()
+                await self._changed()
 
     async def pull_model(self, name: str) -> str:
         base = self._config().gpu.ollama_url
@@ -103,7 +105,7 @@ class StackControl:
                         results.append(result)
                 return results
             finally:
-                self._changed()
+                await self._changed()
 
     async def service(self, name: str, action: str) -> ServiceResult:
         stack = self._config().stack
@@ -123,5 +125,5 @@ class StackControl:
                     name, verb, "person", "manual", f"aistack {action} {name}"
                 )
             finally:
-                self._changed()
+                await self._changed()
         return ServiceResult(name, action, outcome.ok, outcome.result, outcome.active_state)

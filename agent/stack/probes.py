@@ -25,6 +25,7 @@ import errno
 import json
 import math
 import re
+import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,14 +129,22 @@ def _host(address: str) -> str:
 
 
 async def _get(
-    session: aiohttp.ClientSession, address: str, port: int, path: str, within: float
+    session: aiohttp.ClientSession,
+    address: str,
+    port: int,
+    path: str,
+    within: float,
+    headers: Mapping[str, str] | None = None,
 ) -> _Answer:
     """GET http://address:port/path, any status; _Failed with an actionable text on no answer."""
     where = f"{address}:{port}"
     url = f"http://{_host(address)}:{port}{path}"
     try:
         async with session.get(
-            url, timeout=aiohttp.ClientTimeout(total=within), allow_redirects=False
+            url,
+            timeout=aiohttp.ClientTimeout(total=within),
+            allow_redirects=False,
+            headers=dict(headers or {}),
         ) as resp:
             parts: list[bytes] = []
             size = 0
@@ -337,6 +346,47 @@ async def _pg_isready(stack: StackConfig, socket: Path, within: float) -> Check:
     return Check(name, False, f"pg_isready: {meaning} (exit {out.code})", True)
 
 
+# PostgreSQL's SSLRequest: length 8, code 80877103. The server answers one byte, S or N,
+# from the backend it forks for the connection: an answer means the postmaster accepts
+# and forks, which a hung (SIGSTOPped) or dead server does not. Closing after the byte is
+# not logged by the server (no startup packet is "no data at all").
+SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+
+
+async def _pg_answers(address: str, port: int, within: float) -> Check:
+    """The cheap PostgreSQL check of the rounds between pg_isready's: a protocol answer
+    over the network, no `podman exec`."""
+    name = "protocol"
+    try:
+        async with asyncio.timeout(within):
+            reader, writer = await asyncio.open_connection(address, port)
+            try:
+                writer.write(SSL_REQUEST)
+                await writer.drain()
+                reply = await reader.read(1)
+            finally:
+                writer.close()
+    except TimeoutError:
+        return Check(name, False, f"no protocol answer from {address}:{port} within "
+                     f"{_seconds(within)} (hung?)", True)  # fmt: skip
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return Check(name, False, f"cannot connect to {address}:{port}: {why}", True)
+    if reply in (b"S", b"N"):
+        return Check(name, True, "answers", True)
+    return Check(name, False, f"{address}:{port} answered {reply!r}, not PostgreSQL", True)
+
+
+# The checks that run in a container (`podman exec`): only in deep probe rounds.
+DEEP_ONLY = frozenset({"pg_isready", "reach-ollama"})
+
+
+def with_carried(result: ProbeResult, carried: Sequence[Check]) -> ProbeResult:
+    """`result` with checks carried over from the last deep round (reported, never
+    counted: a stale answer must not restart anything)."""
+    return _result(result.service, [*result.checks, *(c for c in carried if not c.heals)])
+
+
 _CURL_EXITS = {
     6: "could not resolve the host name",
     7: "could not connect",
@@ -426,9 +476,13 @@ async def probe_service(
     timeout: float,  # noqa: ASYNC109 (bounds each check; asyncio.timeout cannot say which)
     session: aiohttp.ClientSession,
     ports: Mapping[str, int] = CONTAINER_PORTS,
+    deep: bool = True,
 ) -> ProbeResult:
     """Probe one service; `container` is its container as Podman inspects it (None: no
-    container). Its checks run concurrently, each bounded by `timeout`."""
+    container). Its checks run concurrently, each bounded by `timeout`. Without `deep`,
+    only what the agent asks over the network itself: the checks that run in a container
+    (DEEP_ONLY, each a `podman exec`) are left out, and PostgreSQL is asked for a protocol
+    answer instead of pg_isready."""
     if container is None:
         return _down(service, "container", f"no container (is {service}.service running?)")
     if not container.running:
@@ -440,7 +494,7 @@ async def probe_service(
             "container",
             f"container is not running ({status}{extra}); see journalctl -u {service}.service",
         )
-    if service == "postgres":
+    if service == "postgres" and deep:
         return _result(service, [await _pg_isready(stack, socket, timeout)])
     address = container.address(STACK_NETWORK)
     if address is None:
@@ -451,6 +505,8 @@ async def probe_service(
             f"check `podman network inspect {STACK_NETWORK}`",
         )
     port = ports[service]
+    if service == "postgres":
+        return _result(service, [await _pg_answers(address, port, timeout)])
 
     def http(name: str, heals: bool, path: str, judge: _Judge) -> Awaitable[Check]:
         return _http_check(name, heals, session, address, port, path, timeout, judge)
@@ -470,7 +526,7 @@ async def probe_service(
             http("health/db", _own_database(env), "/health/db", _status_true("/health/db"))
         )
         url = webui_ollama_url(env)
-        if stack.ollama.enabled and url is not None:
+        if deep and stack.ollama.enabled and url is not None:
             checks.append(_reach_ollama(url, socket, timeout))
     elif service == "litellm":
         checks.append(
@@ -491,12 +547,13 @@ async def _bounded(
     within: float,
     session: aiohttp.ClientSession,
     ports: Mapping[str, int],
+    deep: bool = True,
 ) -> ProbeResult:
     """probe_service with a safety net: an overrun or an unexpected error is the agent's
     trouble, reported but never counted toward a restart."""
     try:
         return await asyncio.wait_for(
-            probe_service(service, container, stack, socket, within, session, ports),
+            probe_service(service, container, stack, socket, within, session, ports, deep),
             within + _GRACE,
         )
     except TimeoutError:
@@ -512,15 +569,28 @@ async def probe_all(
     timeout: float,  # noqa: ASYNC109 (bounds each check, see probe_service)
     containers: Mapping[str, Container | None],
     ports: Mapping[str, int] = CONTAINER_PORTS,
+    deep: bool = True,
 ) -> dict[str, ProbeResult]:
     """Probe every enabled service concurrently (one HTTP session); service -> result.
-    A service missing from `containers` has no container."""
+    A service missing from `containers` has no container. `deep`: see probe_service."""
     enabled = enabled_names(stack)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         results = await asyncio.gather(
             *(
-                _bounded(name, containers.get(name), stack, socket, timeout, session, ports)
+                _bounded(name, containers.get(name), stack, socket, timeout, session, ports, deep)
                 for name in enabled
             )
         )
     return dict(zip(enabled, results, strict=True))
+
+
+async def litellm_key_status(address: str, port: int, key: str | None, within: float) -> int:
+    """The HTTP status LiteLLM's API answers GET /v1/models with `key` as the bearer
+    token (None: no token); 0 when it did not answer. `aistack migrate` checks that the
+    old master key is accepted, and that a request without it is not."""
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    async with aiohttp.ClientSession() as session:
+        try:
+            return (await _get(session, address, port, "/v1/models", within, headers)).status
+        except _Failed:
+            return 0

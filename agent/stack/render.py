@@ -58,6 +58,10 @@ class Rendered:
     warnings: tuple[str, ...]
 
 
+# RestartSec= on a systemd without RestartSteps= (< 254): fixed, so not sub-second.
+LEGACY_RESTART_SEC = "5"
+
+
 class RenderError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -102,9 +106,15 @@ def _traefik_labels(name: str, host: str, port: int, network: str) -> list[str]:
 def _fit_to_versions(unit: UnitFile, facts: HostFacts, warnings: list[str]) -> list[str]:
     """Rewrite or drop what the target Podman/systemd lacks; return what is left unknown."""
     if facts.systemd < 254:
+        dropped = False
         for key in ("RestartSteps", "RestartMaxDelaySec"):
             if unit.remove("Service", key):
+                dropped = True
                 warnings.append(f"{unit.name}: {key}= dropped (needs systemd >= 254)")
+        if dropped and unit.values("Service", "RestartSec"):
+            # Without steps the delay never grows: a 100 ms restart would spend the start
+            # limit in half a second. A fixed 5 s is the older systemd's sane middle.
+            unit.replace("Service", "RestartSec", [LEGACY_RESTART_SEC])
     if facts.podman < PodmanVersion(5, 2):
         for alias in unit.values("Container", "NetworkAlias"):
             unit.remove("Container", "NetworkAlias", alias)
@@ -150,7 +160,7 @@ def render(stack: StackConfig, facts: HostFacts, templates: Path | None = None) 
             problems.append(f"stack.{spec.config_key}: {exc}")
             continue
         emit(unit, spec.template)
-        if spec.volume:
+        if spec.volume and not getattr(svc, "data", ""):
             emit(load(spec.volume), spec.volume)
     if problems:
         raise RenderError(problems)
@@ -170,7 +180,16 @@ def _customise(
         _set_env(unit, (("POSTGRES_DB", svc.database), ("POSTGRES_USER", svc.user)))
         check = f"pg_isready -h 127.0.0.1 -d {svc.database} -U {svc.user}"  # TCP: see template
         unit.replace("Container", "HealthCmd", [check])
+        unit.replace("Container", "HealthStartupCmd", [check])
     _set_env(unit, svc.env)
+    data = getattr(svc, "data", "")
+    if data and spec.volume:  # the data in a host directory (in-place migrate), no volume
+
+        def same(written: str) -> bool:
+            return written.startswith(f"{spec.volume}:")
+
+        target = next(v for v in unit.values("Container", "Volume") if same(v)).split(":")[1]
+        unit.upsert("Container", "Volume", f"{data}:{target}", same)
     for volume in svc.volumes:
         unit.add("Container", "Volume", volume)
     if spec.name == "ollama":

@@ -30,6 +30,7 @@ class Watcher(abc.ABC):
         self.config = config
         self.log = structlog.get_logger(component=f"watch.{self.source}")
         self._wake = asyncio.Event()
+        self._polling = asyncio.Lock()
 
     @abc.abstractmethod
     async def poll(self) -> tuple[SourceState, str | None, Any]:
@@ -54,12 +55,26 @@ class Watcher(abc.ABC):
         """Forget a pending wake-up (the loop does this when it polls)."""
         self._wake.clear()
 
+    def next_interval(self) -> float:
+        """How long until the next poll unless woken: `watch.interval`; a watcher that
+        must look again sooner (a probe miss to confirm) overrides this."""
+        return self.config.interval
+
     def reconfigure(self, config: WatchConfig) -> None:
         """Take a reloaded config and poll again at once."""
         self.config = config
         self._wake.set()
 
+    async def refresh(self) -> SourceSnapshot[Any]:
+        """Poll now; return once the snapshot is published. An action's caller awaits this
+        so that what it reports next (/status, the CLI) is what the action left."""
+        return await self.poll_once()
+
     async def poll_once(self) -> SourceSnapshot[Any]:
+        async with self._polling:  # one poll at a time: the loop's and a refresh()
+            return await self._poll_once()
+
+    async def _poll_once(self) -> SourceSnapshot[Any]:
         try:
             async with asyncio.timeout(self.config.timeout):
                 state, reason, data = await self.poll()
@@ -89,7 +104,7 @@ class Watcher(abc.ABC):
             self._wake.clear()
             await self.poll_once()
             try:
-                async with asyncio.timeout(self.config.interval):
+                async with asyncio.timeout(self.next_interval()):
                     await self._wake.wait()
             except TimeoutError:
                 pass

@@ -1,5 +1,9 @@
 """The probes source: runs the service probes (agent/stack/probes.py) on their own
-interval and counts failures in a row, the number the healing policy acts on.
+interval and counts failures in a row, the number the healing policy acts on. A miss is
+asked again after `heal.probe_confirm` (1 s), so a hang reaches the restart threshold in
+seconds while a single slow answer is forgiven by the next one. Checks that need a
+`podman exec` run every DEEP_INTERVAL (and to confirm a miss of one of them), not every
+round.
 
 A failure counts only when it is the service's: not while its unit is starting or
 stopping, not while its container health check is still `starting`, and not when
@@ -10,18 +14,24 @@ A new container (another id) starts its count afresh.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
 from .. import podman_api
 from ..config import AgentConfig, StackConfig, WatchConfig
 from ..podman_api import Container
 from ..snapshot import SnapshotStore, SourceState
 from ..stack.model import enabled_names
-from ..stack.probes import ProbeResult, probe_all
+from ..stack.probes import DEEP_ONLY, Check, ProbeResult, probe_all, with_carried
 from ..views import EMPTY_STACK, ProbesView, ProbeView, ServiceView, StackView, freeze_map
 from .base import SourceUnavailable, Watcher
 
 SOURCE = "probes"
+# How often the checks that run in a container (pg_isready, Open WebUI's reach-Ollama:
+# each a `podman exec`, whose session Podman keeps for minutes) run; the probe rounds
+# between them ask over the network only.
+DEEP_INTERVAL = 30.0
 
 
 def _inspect_all(socket: Path, names: list[str]) -> dict[str, Container | None]:
@@ -31,15 +41,26 @@ def _inspect_all(socket: Path, names: list[str]) -> dict[str, Container | None]:
 class ProbeWatcher(Watcher):
     source = SOURCE
 
-    def __init__(self, store: SnapshotStore, config: WatchConfig) -> None:
+    def __init__(
+        self, store: SnapshotStore, config: WatchConfig, monotonic: Any = time.monotonic
+    ) -> None:
         super().__init__(store, config)
         self.stack = StackConfig()
-        self.probe_timeout = 5.0
+        self.probe_timeout = 2.0
+        self.probe_confirm = 1.0
+        self.probe_failures = 2
+        self._confirming = False  # a counted miss below the threshold: look again soon
+        self._monotonic = monotonic
+        self._last_deep = float("-inf")
+        self._carried: dict[str, tuple[Check, ...]] = {}  # the last deep round's DEEP_ONLY
+        self._deep_ids: dict[str, str | None] = {}  # the containers the last one asked
         self._failures: dict[str, tuple[str | None, int]] = {}  # service -> (container id, n)
 
     def configure(self, config: AgentConfig) -> None:
         self.stack = config.stack
         self.probe_timeout = config.heal.probe_timeout
+        self.probe_confirm = config.heal.probe_confirm
+        self.probe_failures = config.heal.probe_failures
         # Its own cadence: probes every heal.probe_interval, each bounded by probe_timeout
         # (plus the exec round trips), the same loop as every watcher.
         self.reconfigure(
@@ -57,7 +78,30 @@ class ProbeWatcher(Watcher):
             containers = await asyncio.to_thread(_inspect_all, socket, names)
         except podman_api.PodmanApiError as exc:
             raise SourceUnavailable(f"cannot probe: Podman API unreachable ({exc})") from None
-        results = await probe_all(self.stack, socket, self.probe_timeout, containers)
+        now = self._monotonic()
+        # Deep rounds (the checks that `podman exec`) every DEEP_INTERVAL; the rounds
+        # between ask only over the network: cheap enough for a probe every few seconds.
+        # A miss is confirmed by the same kind of round: an exec check that failed is
+        # carried as failing, which makes the next round deep; a network check's miss is
+        # asked again over the network only (a round of every service's exec checks can
+        # overrun under load: a hang's restart took 11.1 s once against the 10 s target).
+        ids = {name: c.id if c is not None else None for name, c in containers.items()}
+        deep = (
+            now - self._last_deep >= DEEP_INTERVAL
+            or ids != self._deep_ids  # a new container: ask it everything now
+            or any(not c.ok for checks in self._carried.values() for c in checks)
+        )  # (a carried warning is asked again every round, so it clears once fixed)
+        results = await probe_all(self.stack, socket, self.probe_timeout, containers, deep=deep)
+        if deep:
+            self._last_deep, self._deep_ids = now, ids
+            self._carried = {
+                name: tuple(c for c in r.checks if c.name in DEEP_ONLY)
+                for name, r in results.items()
+            }
+        else:
+            results = {
+                name: with_carried(r, self._carried.get(name, ())) for name, r in results.items()
+            }
         stack = self.store.get("stack")
         units = stack.view(StackView, EMPTY_STACK).services if stack is not None else {}
         services: dict[str, ProbeView] = {}
@@ -66,12 +110,22 @@ class ProbeWatcher(Watcher):
             if result is None:
                 continue
             services[name] = self._count(name, result, containers.get(name), units.get(name))
+        self._confirming = any(
+            s.counted and 0 < s.failures < self.probe_failures for s in services.values()
+        )
         failing = [s.reason for s in services.values() if not s.ok and s.reason]
         warnings = [w for s in services.values() for w in s.warnings]
         view = ProbesView(freeze_map(services))
         if failing or warnings:
             return SourceState.DEGRADED, "; ".join([*failing, *warnings]), view
         return SourceState.OK, None, view
+
+    def next_interval(self) -> float:
+        """A miss is confirmed after heal.probe_confirm, not a whole probe_interval later:
+        a hang is restarted within seconds, and one slow answer restarts nothing."""
+        if self._confirming:
+            return min(self.probe_confirm, self.config.interval)
+        return self.config.interval
 
     def _count(
         self, name: str, result: ProbeResult, found: Container | None, unit: ServiceView | None

@@ -5,10 +5,13 @@ container's id, state, image, health and start time (the Podman API). Health is 
 container's healthcheck status (`healthy`, `unhealthy`, `starting`), `unknown` without
 a container.
 
-Event-driven: the libpod event stream (a container died, started, changed health) and
-systemd's PropertiesChanged/JobRemoved signals wake the watcher at once, so /status
-follows a kill -9 within milliseconds; the periodic poll (watch.interval) is the
-reconcile that catches whatever a dropped stream missed. Container stats (a slow call)
+Event-driven: the kernel (a pidfd per container's main process: watchers/exits.py), the
+libpod event stream (a container died, started, changed health) and systemd's
+PropertiesChanged/JobRemoved signals each change the published snapshot at once (a new
+snapshot from the last one plus what the event says) and wake the watcher, so /status
+follows a kill -9 within milliseconds; the poll that follows, and the periodic one
+(watch.interval), is the reconcile that stays the truth and catches whatever a dropped
+stream missed. Container stats (a slow call)
 are sampled on the periodic poll only.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +27,13 @@ from typing import Any
 
 from .. import journal, podman_api, systemd_ctl
 from ..config import AgentConfig, StackConfig, WatchConfig
-from ..snapshot import SnapshotStore, SourceState
+from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
 from ..stack import secrets
 from ..stack.model import enabled, enabled_names
-from ..views import EventView, ServiceView, StackView, freeze_map
+from ..views import EMPTY_STACK, EventView, ServiceView, StackView, freeze_map
 from .base import SourceUnavailable, Watcher
 from .events import ContainerEvent
+from .exits import ExitWatch
 
 # What a transition is: these fields changing (not memory, CPU or the restart count).
 _TRANSITION_FIELDS = ("active_state", "sub_state", "health", "container_state", "container_id")
@@ -112,29 +116,6 @@ def read_services(
             container_state = container.status or "unknown"
         else:
             container_state = "absent" if podman_ok else "unknown"
-        error = None
-        if st.load_state == "not-found":
-            error = "not installed: run aistack up"
-        elif st.active_state == "failed":
-            error = f"unit failed ({st.result}); see journalctl -u {unit}"
-        elif st.job_id and st.active_state == "inactive":
-            error = "waiting for its queued start job"
-        elif st.sub_state == "auto-restart":
-            error = f"exited ({st.result}); systemd restarts it"
-        elif st.active_state in ("activating", "deactivating", "reloading"):
-            after = f" after {st.result}" if st.result not in ("", "success") else ""
-            error = f"{st.active_state} ({st.sub_state}{after})"
-        elif st.active_state == "active" and podman_ok and container_state != "running":
-            error = f"container {container_state}"
-        elif health == "unhealthy":
-            error = "health check failing"
-        stopped = (
-            st.active_state in ("failed", "activating")
-            or st.sub_state == "auto-restart"
-            or (st.active_state == "deactivating" and st.result not in ("", "success"))
-        )
-        if stopped and last_words is not None and error is not None and (words := last_words(st)):
-            error = f"{error}; it said: {words}"
         services[spec.name] = ServiceView(
             unit=unit,
             active_state=st.active_state,
@@ -146,6 +127,7 @@ def read_services(
             container_state=container_state,
             oom_killed=container.oom_killed if container else None,
             container_id=container.id if container else None,
+            pid=container.pid if container and container.running and container.pid > 0 else None,
             image=(container.image_name or container.image) if container else None,
             image_digest=container.image_digest if container else None,
             started_at=container.started_at if container else _iso(st.active_enter_timestamp),
@@ -153,9 +135,103 @@ def read_services(
             memory_bytes=(stats.get(spec.name) or {}).get("MemUsage") if container else None,
             cpu_seconds=_cpu_seconds(stats.get(spec.name)) if container else None,
             ports=tuple(spec.settings(stack).ports),
-            last_error=error,
         )
+        view = services[spec.name]
+        error = describe(view)
+        words = last_words(st) if error and last_words is not None and _stopped(view) else None
+        if words:
+            error = f"{error}; it said: {words}"
+        services[spec.name] = replace(view, last_error=error)
     return services, sampled
+
+
+def describe(svc: ServiceView) -> str | None:
+    """The one line for a person of what is wrong with a service, from its fields (None:
+    nothing). Shared by the poll and the event patches, so both say the same."""
+    unit = svc.unit
+    if not svc.installed:
+        return "not installed: run aistack up"
+    if svc.sub_state in systemd_ctl.RESTARTING_SUB_STATES:  # before failed: on its way
+        return f"exited ({svc.result}); systemd restarts it"
+    if svc.active_state == "failed":
+        return f"unit failed ({svc.result}); see journalctl -u {unit}"
+    if svc.pending_job and svc.active_state == "inactive":
+        return "waiting for its queued start job"
+    if svc.active_state in ("activating", "deactivating", "reloading"):
+        after = f" after {svc.result}" if svc.result not in ("", "success") else ""
+        return f"{svc.active_state} ({svc.sub_state}{after})"
+    if svc.active_state == "active" and svc.container_state not in ("running", "unknown"):
+        return f"container {svc.container_state}"
+    if svc.health == "unhealthy":
+        return "health check failing"
+    return None
+
+
+def _stopped(svc: ServiceView) -> bool:
+    """Stopped or failing to start: its own last words say why."""
+    return (
+        svc.active_state in ("failed", "activating")
+        or svc.sub_state in systemd_ctl.RESTARTING_SUB_STATES
+        or (svc.active_state == "deactivating" and svc.result not in ("", "success"))
+    )
+
+
+def summary(services: Mapping[str, ServiceView]) -> tuple[SourceState, str | None]:
+    """The stack source's state and reason from its services."""
+    down = [n for n, s in services.items() if s.last_error]
+    if down:
+        return SourceState.DEGRADED, "; ".join(f"{n}: {services[n].last_error}" for n in down)
+    return SourceState.OK, None
+
+
+# Container events that say what the container now is (the poll confirms it later).
+_EVENT_STATES = {"died": "exited", "stop": "exited", "remove": "absent", "start": "running",
+                 "pause": "paused", "unpause": "running"}  # fmt: skip
+
+
+def after_container_event(svc: ServiceView, event: ContainerEvent) -> ServiceView | None:
+    """The service as `event` says it is, before any poll: a new view from the old one plus
+    the event, or None when the event changes nothing shown (another container's late
+    event, an action that is not a state)."""
+    current = svc.container_id
+    ours = current is None or event.id == current
+    if event.action == "start":
+        if ours and svc.container_state == "running":
+            return None
+        changed = replace(svc, container_state="running", container_id=event.id)
+        if not ours:  # a new container: nothing known of its health yet
+            changed = replace(changed, health="unknown", oom_killed=None)
+    elif not ours:
+        return None  # about a container the service no longer has
+    elif event.action == "health_status" and event.health:
+        changed = replace(svc, health=event.health)
+    elif event.action == "oom":
+        changed = replace(svc, oom_killed=True)
+    elif event.action in _EVENT_STATES:
+        state = _EVENT_STATES[event.action]
+        health = "unknown" if state != "running" else svc.health
+        changed = replace(svc, container_state=state, health=health)
+        if state == "absent":
+            changed = replace(changed, container_id=None)
+    else:
+        return None
+    if changed == svc:
+        return None
+    return replace(changed, last_error=describe(changed))
+
+
+def after_unit_change(svc: ServiceView, props: Mapping[str, str]) -> ServiceView | None:
+    """The service as systemd's PropertiesChanged says its unit is (ActiveState, SubState,
+    Result), or None when the signal carried none of them or changed nothing."""
+    changed = replace(
+        svc,
+        active_state=props.get("ActiveState", svc.active_state),
+        sub_state=props.get("SubState", svc.sub_state),
+        result=props.get("Result", svc.result),
+    )
+    if changed == svc:
+        return None
+    return replace(changed, last_error=describe(changed))
 
 
 class StackWatcher(Watcher):
@@ -170,6 +246,7 @@ class StackWatcher(Watcher):
     ) -> None:
         super().__init__(store, config)
         self.stack = StackConfig()
+        self._names = frozenset(enabled_names(self.stack))
         self._clock = clock
         self._monotonic = monotonic
         self._stats: dict[str, Any] = {}
@@ -180,13 +257,20 @@ class StackWatcher(Watcher):
         self._last_event: dict[str, EventView] = {}
         self._transitions: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._last_words = LastWords()
+        self._patched_at: dict[str, float] = {}  # service -> when an event last patched it
+        self.exits = ExitWatch(self.on_process_exit)
 
     def configure(self, config: AgentConfig) -> None:
         self.stack = config.stack
+        self._names = frozenset(enabled_names(config.stack))
         super().configure(config)
 
     def services(self) -> frozenset[str]:
-        return frozenset(enabled_names(self.stack))
+        return self._names
+
+    def is_service(self, name: str) -> bool:
+        """Whether a container of this name is one of the stack's (enabled) services."""
+        return name in self._names
 
     def units(self) -> frozenset[str]:
         return frozenset(f"{name}.service" for name in self.services())
@@ -210,19 +294,52 @@ class StackWatcher(Watcher):
             exit_code=event.exit_code,
             health=event.health,
         )
+        self._patch(event.name, lambda svc: after_container_event(svc, event))
         self._wake.set()
         return True
+
+    def on_process_exit(self, service: str, container_id: str) -> None:
+        """From the kernel (watchers/exits.py): the container's main process ended. Shown
+        at once, as a `died` event would be; the poll it wakes says what followed."""
+        died = ContainerEvent(container_id, service, "died", time.time_ns())
+        self._patch(service, lambda svc: after_container_event(svc, died))
+        self._wake.set()
 
     def last_event(self, service: str) -> EventView | None:
         """The last container event of `service` the stream delivered (None: none yet)."""
         return self._last_event.get(service)
 
-    def on_unit_change(self, unit: str) -> None:
-        """From systemd's PropertiesChanged/JobRemoved signals."""
-        if unit in self.units():
-            self._wake.set()
+    def on_unit_change(self, unit: str, props: Mapping[str, str] | None = None) -> None:
+        """From systemd's PropertiesChanged (with the unit's new ActiveState, SubState,
+        Result when the signal carried them) and JobRemoved signals."""
+        if unit not in self.units():
+            return
+        if props:
+            name = unit.removesuffix(".service")
+            self._patch(name, lambda svc: after_unit_change(svc, props))
+        self._wake.set()
+
+    def _patch(self, name: str, change: Callable[[ServiceView], ServiceView | None]) -> None:
+        """Publish at once what an event says of one service: a new snapshot from the last
+        one plus the event. The poll it wakes stays the truth and follows within
+        milliseconds; a poll that was already under way when the event came keeps this
+        entry (it read the service before the change)."""
+        snap = self.store.get(self.source)
+        if snap is None or snap.state is SourceState.UNAVAILABLE:
+            return  # nothing to patch: the poll will say
+        services = dict(snap.view(StackView, EMPTY_STACK).services)
+        svc = services.get(name)
+        if svc is None or (changed := change(svc)) is None:
+            return
+        services[name] = replace(changed, last_transition_at=_iso(self._clock()),
+                                 last_event=self._last_event.get(name))  # fmt: skip
+        self._patched_at[name] = self._monotonic()
+        state, reason = summary(services)
+        view = StackView(freeze_map(services))
+        self.store.publish(SourceSnapshot(self.source, state, reason, view))
 
     async def poll(self) -> tuple[SourceState, str | None, StackView]:
+        started = self._monotonic()
         fresh = self._monotonic() - self._stats_at < self.config.interval * 0.9
         try:
             services, sampled = await asyncio.to_thread(
@@ -239,6 +356,11 @@ class StackWatcher(Watcher):
                 if s.memory_bytes is not None
             }
         now = self._clock()
+        published = self.store.get(self.source)
+        patched = published.view(StackView, EMPTY_STACK).services if published else {}
+        for name in list(services):
+            if self._patched_at.get(name, float("-inf")) > started and name in patched:
+                services[name] = patched[name]  # an event came after this poll read it
         for name, svc in services.items():
             key = tuple(getattr(svc, f) for f in _TRANSITION_FIELDS)
             previous = self._transitions.get(name)
@@ -251,9 +373,10 @@ class StackWatcher(Watcher):
             )
             if svc.health in ("healthy", "unhealthy", "starting"):
                 self._health_seen[name] = (svc.container_id, svc.health)
-        view = StackView(freeze_map(services))
-        down = [n for n, s in services.items() if s.last_error]
-        if down:
-            reason = "; ".join(f"{n}: {services[n].last_error}" for n in down)
-            return SourceState.DEGRADED, reason, view
-        return SourceState.OK, None, view
+        self.exits.follow({
+            name: (svc.container_id, svc.pid)
+            for name, svc in services.items()
+            if svc.container_state == "running" and svc.container_id and svc.pid
+        })  # fmt: skip
+        state, reason = summary(services)
+        return state, reason, StackView(freeze_map(services))

@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import structlog
 
+from ..systemd_ctl import unit_object_path
 from .reconnect import Backoff, StateReport
 
 log = structlog.get_logger(component="watch.unit_signals")
@@ -37,26 +38,9 @@ SYSTEMD = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
 MANAGER_IFACE = b"org.freedesktop.systemd1.Manager"
 PROPERTIES_IFACE = b"org.freedesktop.DBus.Properties"
-UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit"
 _LOCAL_IFACE, _DISCONNECTED = b"org.freedesktop.DBus.Local", b"Disconnected"
+STATE_PROPERTIES = frozenset({"ActiveState", "SubState", "Result"})
 DRAIN_BATCH = 256  # messages per turn of the loop; more go on in the next turn
-
-
-def unit_object_path(unit: str) -> str:
-    """systemd's object path of a unit, escaped as sd_bus_path_encode does: every byte
-    but a-z A-Z (and 0-9 after the first) becomes _xx, e.g. ollama.service ->
-    /org/freedesktop/systemd1/unit/ollama_2eservice."""
-    raw = unit.encode()
-    if not raw:
-        return f"{UNIT_PATH_PREFIX}/_"
-    out = []
-    for i, byte in enumerate(raw):
-        ch = chr(byte)
-        if ("a" <= ch <= "z") or ("A" <= ch <= "Z") or (i > 0 and "0" <= ch <= "9"):
-            out.append(ch)
-        else:
-            out.append(f"_{byte:02x}")
-    return f"{UNIT_PATH_PREFIX}/{''.join(out)}"
 
 
 def _text(value: Any) -> str:
@@ -123,7 +107,8 @@ class _Connection:
 
 
 class UnitSignals:
-    """Call `on_change(unit)` when a unit in `units()` changes or one of its jobs ends.
+    """Call `on_change(unit, props)` when a unit in `units()` changes or one of its jobs
+    ends; `props` has the unit's new ActiveState/SubState/Result when the signal said.
 
     `units()` is read again on every wake-up (it may change on reload); a unit that was not
     matched yet makes the connection subscribe again (call `refresh()` after a reload to
@@ -135,7 +120,7 @@ class UnitSignals:
     def __init__(
         self,
         units: Callable[[], Collection[str]],
-        on_change: Callable[[str], None],
+        on_change: Callable[[str, Mapping[str, str]], None],
         on_state: Callable[[bool, str | None], None],
         reconnect_initial: float = 0.5,
         reconnect_max: float = 10.0,
@@ -290,7 +275,7 @@ class UnitSignals:
     def _properties_callback(self, unit: str) -> Callable[..., None]:
         # One plain function per unit: pystemd stores its userdata on the function object.
         def on_properties(msg: Any, error: Any = None, userdata: Any = None) -> None:
-            self._deliver(unit)
+            self._deliver(unit, unit_properties(msg))
 
         return on_properties
 
@@ -306,12 +291,12 @@ class UnitSignals:
 
         return on_job_removed
 
-    def _deliver(self, unit: str) -> None:
+    def _deliver(self, unit: str, props: Mapping[str, str] | None = None) -> None:
         if unit not in self._current:
             return
-        log.debug("unit changed", unit=unit)
+        log.debug("unit changed", unit=unit, **(props or {}))
         try:
-            self.on_change(unit)
+            self.on_change(unit, props or {})
         except Exception:
             log.exception("unit signal consumer failed", unit=unit)
 
@@ -320,6 +305,27 @@ class UnitSignals:
             self._current = frozenset(self.units())
         except Exception:  # keep the last known set: a consumer bug must not stop signals
             log.exception("reading the watched units failed")
+
+
+def unit_properties(msg: Any) -> dict[str, str]:
+    """The unit's new state from a PropertiesChanged signal (`sa{sv}as`: interface,
+    changed values, invalidated names): ActiveState, SubState and Result when systemd sent
+    them (it does for org.freedesktop.systemd1.Unit), else nothing. Never raises: an
+    unreadable signal still wakes the poll."""
+    try:
+        msg.process_reply(False)
+        changed = msg.body[1]
+    except Exception:
+        log.debug("unreadable PropertiesChanged signal", exc_info=True)
+        return {}
+    if not isinstance(changed, dict):
+        return {}
+    out = {}
+    for key, value in changed.items():
+        name = _text(key)
+        if name in STATE_PROPERTIES and isinstance(value, bytes | str):
+            out[name] = _text(value)
+    return out
 
 
 def _close_opened(fut: asyncio.Future[_Connection]) -> None:

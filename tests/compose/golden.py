@@ -187,7 +187,7 @@ def service_exec_starts(dryrun_stdout: str) -> dict[str, list[str]]:
 # Exact argv values the quoting fixtures must reach podman with, after quadlet and systemd.
 ROUNDTRIP: dict[str, dict[str, list[str]]] = {
     "33-quoting-specials": {
-        "specials.service": [
+        "33-quoting-specials-specials.service": [
             "--workdir",
             "/srv/50%off",
             "--env",
@@ -216,7 +216,7 @@ ROUNDTRIP: dict[str, dict[str, list[str]]] = {
         ],
     },
     "04-command-entrypoint": {
-        "string-forms.service": [
+        "04-command-entrypoint-string-forms.service": [
             "--entrypoint",
             '["/usr/bin/env","LANG=C.UTF-8"]',
             "docker.io/library/alpine:3.20",
@@ -225,7 +225,7 @@ ROUNDTRIP: dict[str, dict[str, list[str]]] = {
             "hello world",
             "it's $HOME at 100%",
         ],
-        "list-forms.service": [
+        "04-command-entrypoint-list-forms.service": [
             "--entrypoint",
             '["/bin/sh","-c"]',
             "docker.io/library/alpine:3.20",
@@ -234,7 +234,7 @@ ROUNDTRIP: dict[str, dict[str, list[str]]] = {
         ],
     },
     "05-environment": {
-        "as-map.service": [
+        "05-environment-as-map.service": [
             "--env",
             "MULTILINE=line one\nline two",
             "--env",
@@ -242,11 +242,14 @@ ROUNDTRIP: dict[str, dict[str, list[str]]] = {
         ],
     },
     "14-healthcheck-forms": {
-        "string.service": [
+        "14-healthcheck-forms-string.service": [
             "--health-cmd",
             '["/bin/sh","-c","test -f /tmp/ready && echo \\"ok: 100%\\""]',
         ],
-        "multiline.service": ["--health-cmd", '["/bin/sh","-c","set -e\\ntest -f /tmp/ready"]'],
+        "14-healthcheck-forms-multiline.service": [
+            "--health-cmd",
+            '["/bin/sh","-c","set -e\\ntest -f /tmp/ready"]',
+        ],
     },
 }
 

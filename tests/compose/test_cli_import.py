@@ -68,10 +68,10 @@ def test_prints_units_with_separators(project: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     names = [line[4:-4] for line in out.splitlines() if line.startswith("==> ")]
     assert names == [
-        "db.container",
-        "litellm.container",
-        "ollama.container",
-        "open-webui.container",
+        "stack-db.container",
+        "stack-litellm.container",
+        "stack-ollama.container",
+        "stack-open-webui.container",
     ]
     assert "ContainerName=postgres" in out
     assert "target Podman 5.0" in err and "systemctl daemon-reload" in err
@@ -88,18 +88,18 @@ def test_writes_units_atomically_to_a_directory(
     assert code == 0 and out == ""
     written = sorted(p.name for p in out_dir.iterdir())
     assert written == [
-        "db.container",
-        "litellm.container",
-        "ollama.container",
-        "open-webui.container",
+        "stack-db.container",
+        "stack-litellm.container",
+        "stack-ollama.container",
+        "stack-open-webui.container",
     ]
-    golden = (SEED / "expected" / "db.container").read_text()
-    assert (out_dir / "db.container").read_text() == golden.replace(
+    golden = (SEED / "expected" / "01-seed-ai-stack-db.container").read_text()
+    assert (out_dir / "stack-db.container").read_text() == golden.replace(
         "/srv/01-seed-ai-stack", str(project)
     ).replace("'01-seed-ai-stack'", "'stack'").replace(
         "(01-seed-ai-stack compose", "(stack compose"
-    )
-    assert stat.S_IMODE((out_dir / "db.container").stat().st_mode) == 0o644
+    ).replace("01-seed-ai-stack-", "stack-")
+    assert stat.S_IMODE((out_dir / "stack-db.container").stat().st_mode) == 0o644
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]
     assert f"wrote 4 files to {out_dir}" in err
 
@@ -113,7 +113,7 @@ def test_lossy_exits_2_and_writes_nothing(
     )
     assert code == 2
     assert not out_dir.exists()
-    assert "built: build: images are not built" in err
+    assert "cache: domainname: Podman has no --domainname" in err
     assert "nothing was written" in err and "--allow-lossy" in err
 
 
@@ -132,7 +132,8 @@ def test_allow_lossy_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFi
         capsys,
     )
     assert code == 0
-    assert (out_dir / "built.container").is_file()
+    assert (out_dir / "32-lossy-built.container").is_file()
+    assert not (out_dir / "32-lossy-built.build").exists()  # Podman 5.0: no .build units
     assert "not converted (lossy)" in err
 
 
@@ -147,7 +148,10 @@ def test_json_result(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"service": "cache", "key": "domainname", "why": "Podman has no --domainname"} in doc[
         "lossy"
     ]
-    assert {u["name"] for u in doc["units"]} >= {"built.container", "cache.container"}
+    assert {u["name"] for u in doc["units"]} >= {
+        "32-lossy-built.container",
+        "32-lossy-cache.container",
+    }
 
 
 def test_malformed_input_exits_65_naming_file_and_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,7 +235,7 @@ def test_profile_env_file_and_project_name_options(capsys: pytest.CaptureFixture
         capsys,
     )
     assert code == 0
-    assert "job.container" in out and "app.container" not in out
+    assert "shop-job.container" in out and "shop-app.container" not in out
     assert "Image=ghcr.io/example/job:from-default-dotenv" in out
     code, out, _ = run(
         [
@@ -245,3 +249,73 @@ def test_profile_env_file_and_project_name_options(capsys: pytest.CaptureFixture
         capsys,
     )
     assert code == 0 and "Image=ghcr.io/example/app:2.0.0" in out and "shop_prod" in out
+
+
+def _write(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "compose.yaml").write_text(text)
+    return directory / "compose.yaml"
+
+
+TWO = "services:\n  db:\n    image: postgres:16\n  app:\n    image: {app}\n    depends_on: [db]\n"
+
+
+def test_two_projects_in_one_folder_keep_their_own_units_and_dependencies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    units = tmp_path / "systemd"
+    for name in ("shop", "blog"):
+        file = _write(tmp_path / name, TWO.format(app=f"ghcr.io/example/{name}:1"))
+        code, _, err = run(["-f", str(file), "-o", str(units), "--podman-version", "5.4"], capsys)
+        assert code == 0, err
+    names = sorted(p.name for p in units.iterdir())
+    assert names == ["blog-app.container", "blog-db.container", "blog.network",
+                     "shop-app.container", "shop-db.container", "shop.network"]  # fmt: skip
+    shop_app = (units / "shop-app.container").read_text()
+    assert "Requires=shop-db.service" in shop_app and "blog-db" not in shop_app
+    # the same project imported again replaces its own files
+    code, _, err = run(["-f", str(tmp_path / "shop" / "compose.yaml"), "-o", str(units),
+                        "--podman-version", "5.4"], capsys)  # fmt: skip
+    assert code == 0, err
+
+
+def test_a_file_another_project_wrote_is_never_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    units = tmp_path / "systemd"
+    first = _write(tmp_path / "a" / "shop", TWO.format(app="ghcr.io/example/a:1"))
+    code, _, err = run(["-f", str(first), "-o", str(units), "--podman-version", "5.4"], capsys)
+    assert code == 0, err
+    before = {p.name: p.read_text() for p in units.iterdir()}
+    # another folder also called shop: the same project name, other compose files
+    second = _write(tmp_path / "b" / "shop", TWO.format(app="ghcr.io/example/b:1"))
+    code, _, err = run(["-f", str(second), "-o", str(units), "--podman-version", "5.4"], capsys)
+    assert code == 73, err
+    assert "refusing to overwrite" in err and "-p NAME" in err and "nothing written" in err
+    assert {p.name: p.read_text() for p in units.iterdir()} == before
+    # with its own name it lands beside
+    code, _, err = run(["-f", str(second), "-o", str(units), "-p", "shop-b",
+                        "--podman-version", "5.4"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert (units / "shop-b-app.container").is_file()
+    # a unit a person wrote is not replaced either
+    (units / "shop-b-db.container").write_text("[Container]\nImage=mine\n")
+    code, _, err = run(["-f", str(second), "-o", str(units), "-p", "shop-b",
+                        "--podman-version", "5.4"], capsys)  # fmt: skip
+    assert code == 73 and "not written by aistack import-compose" in err
+    assert (units / "shop-b-db.container").read_text() == "[Container]\nImage=mine\n"
+
+
+def test_the_next_step_line_fits_where_the_units_went(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = _write(tmp_path / "shop", TWO.format(app="ghcr.io/example/a:1"))
+    code, _, err = run(["-f", str(file), "-o", str(tmp_path / "out"), "--podman-version", "5.4"],
+                       capsys)  # fmt: skip
+    assert code == 0
+    nxt = next(line for line in err.splitlines() if line.startswith("next:"))
+    assert f"copy the units from {tmp_path / 'out'} to /etc/containers/systemd/" in nxt
+    assert "systemctl start shop-app.service shop-db.service" in nxt
+    code, _, err = run(["-f", str(file), "--podman-version", "5.4"], capsys)
+    nxt = next(line for line in err.splitlines() if line.startswith("next:"))
+    assert "write the units to /etc/containers/systemd/" in nxt and "(-o DIR)" in nxt

@@ -339,7 +339,7 @@ def test_a_depends_on_chain_of_3000_services_converts(
 ) -> None:
     code, out, _ = run(["-f", str(compose(tmp_path, chain(3000)))], capsys)
     assert code == 0 and out.count(".container <==") == 3000
-    assert "Requires=s1.service" in out
+    assert "Requires=test_a_depends_on_chain_of_3000-s1.service" in out
 
 
 def test_a_depends_on_cycle_of_3000_services_is_reported(
@@ -491,7 +491,7 @@ def test_a_path_with_a_newline_cannot_inject_a_unit_key(
     included = compose(tmp_path / "sub\nExecStartPre=evil", f"services:\n  evil:\n{WEB}")
     file = compose(tmp_path, f"services:\n  web:\n{WEB}include:\n  - {json.dumps(str(included))}\n")
     code, out, _ = run(["-f", str(file)], capsys)
-    assert code == 0 and "==> evil.container <==" in out
+    assert code == 0 and "-evil.container <==" in out
     assert "\\nExecStartPre=evil" in out  # escaped inside the comment
     assert not [line for line in out.splitlines() if line.startswith("ExecStartPre=")]
 

@@ -195,7 +195,8 @@ def test_seed_stack_config_lands_in_the_output_folder_when_asked(
     )
     assert code == 0, err
     assert sorted(p.name for p in units.iterdir()) == [
-        "db.container", "litellm.container", "ollama.container", "open-webui.container"
+        "open-webui-stack-db.container", "open-webui-stack-litellm.container",
+        "open-webui-stack-ollama.container", "open-webui-stack-open-webui.container",
     ]  # fmt: skip
     assert stack_of(target).litellm.provider_keys == ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 

@@ -5,15 +5,14 @@
 
 `up` boots the persistent testbed guest (Debian 13, systemd 257, Podman 5.4), builds this
 checkout's deb and installs it (`apt-get install ./aistack_*.deb`, as users do), starts
-Podman's API socket
-and the agent, waits for READY, and prints `curl -s localhost:9200/status` run inside the
-guest, plus how to enter the guest. It is idempotent: run it again to reinstall and restart.
+Podman's API socket and the agent, waits for READY, runs `aistack up`, and prints `aistack
+status` (the table) run inside the guest right after it, plus how to enter the guest. It is
+idempotent: run it again to reinstall and restart.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -66,21 +65,11 @@ def up() -> int:
         print(f"aistack-agent did not start: {props}", file=sys.stderr)
         return 1
     print(f"\naistack-agent: {props['ActiveState']} ({props['SubState']}): {props['StatusText']}")
-    print("\n$ curl -s localhost:9200/status   # inside the guest")
-
-    def services_seen() -> str | None:  # the agent's next poll after the apply
-        text = str(guest.run(["curl", "-s", "localhost:9200/status"], timeout=30).stdout)
-        try:
-            services = json.loads(text)["services"].values()
-        except (ValueError, KeyError):
-            return None
-        return text if all(s["health"] != "unknown" for s in services) else None
-
-    out = guest.wait_for("the agent's view of the services", services_seen, timeout=60)
-    try:
-        print(json.dumps(json.loads(out), indent=2))
-    except ValueError:
-        print(out)
+    # What `aistack up` left, as the agent saw it before answering (no wait for a poll):
+    # the table a person reads; `curl -s localhost:9200/status` gives the same as JSON.
+    print("\n$ aistack status   # inside the guest, right after aistack up")
+    status = guest.run(["aistack", "status"], check=False, timeout=30)
+    print(status.stdout.rstrip() or status.stderr.rstrip())
     enter = shlex.join([*guest.nsenter_argv(), *testbed.SHELL_ARGV])
     print(
         "\nEnter the guest:   " + enter,

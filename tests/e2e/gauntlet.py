@@ -119,7 +119,7 @@ def _kill9(name: str) -> Fault:
         g, name, lambda: g.run(["kill", "-9", str(main_pid(g, name))])))  # fmt: skip
 
 
-def _stop_every_process(g: Guest, name: str) -> None:
+def stop_every_process(g: Guest, name: str) -> None:
     """SIGSTOP to every process of the container (a stand-in's server is a child of its
     main process): alive, holding connections, answering nothing."""
     pids = [p for p in g.podman("top", name, "hpid").split()[1:] if p.isdigit()]
@@ -129,7 +129,7 @@ def _stop_every_process(g: Guest, name: str) -> None:
 def _sigstop(name: str) -> Fault:
     """Alive but not answering: only the agent's probes (or the health check) can tell."""
     return Fault(f"SIGSTOP {name}", lambda g: _new_container(
-        g, name, lambda: _stop_every_process(g, name)))  # fmt: skip
+        g, name, lambda: stop_every_process(g, name)))  # fmt: skip
 
 
 def _answers_500(name: str) -> Fault:

@@ -110,12 +110,15 @@ def test_converted_project_starts_in_dependency_order(
         guest.write_quadlet(unit.name, unit.render())
     guest.daemon_reload()
 
-    guest.start("web.service", timeout=180)  # pulls in api (healthy first) and migrate
-    for unit in ("e2e-compose-network.service", "api.service", "migrate.service", "web.service"):
+    guest.start("e2e-compose-web.service", timeout=180)  # pulls in api (healthy) and migrate
+    for unit in ("e2e-compose-network.service", "e2e-compose-api.service",
+                 "e2e-compose-migrate.service", "e2e-compose-web.service"):  # fmt: skip
         guest.wait_unit(unit, "active", timeout=60)
     health = guest.podman("inspect", "e2e-compose-api", "--format", "{{.State.Health.Status}}")
     assert health.strip() == "healthy"
-    migrate = guest.unit_properties("migrate.service", "Type", "Result", "ExecMainStatus")
+    migrate = guest.unit_properties(
+        "e2e-compose-migrate.service", "Type", "Result", "ExecMainStatus"
+    )
     assert migrate == {"Type": "oneshot", "Result": "success", "ExecMainStatus": "0"}
     nets = guest.podman(
         "inspect",
@@ -129,3 +132,59 @@ def test_converted_project_starts_in_dependency_order(
     assert re.search(r'"version"', body), body
     env = guest.podman("exec", "e2e-compose-web", "sh", "-c", 'echo "$OLLAMA_BASE_URL"')
     assert env.strip() == "http://api:11434"
+
+
+BUILT = """\
+name: e2e-built
+services:
+  app:
+    build: ./app
+  gw:
+    image: localgw:staging
+    build:
+      context: ./gw
+      dockerfile: Containerfile.prod
+      args:
+        GREETING: hello
+  web:
+    image: {ollama}
+    depends_on: [app, gw]
+"""
+
+
+def test_built_services_are_built_by_build_units_then_run(
+    guest: Guest, standin_images: dict[str, str], tmp_path: Path
+) -> None:
+    """A build-only service and a build with a short image name: `.build` units build
+    them (offline: FROM a local image), the containers run what was built, and the
+    short name is the local image (localhost/), never Docker Hub's."""
+    project = tmp_path / "e2e-built"
+    (project / "app").mkdir(parents=True)
+    (project / "gw").mkdir()
+    base = standin_images["ollama"]
+    (project / "app" / "Containerfile").write_text(f"FROM {base}\nLABEL built=app\n")
+    (project / "gw" / "Containerfile.prod").write_text(
+        f"FROM {base}\nARG GREETING\nLABEL greeting=$GREETING\n"
+    )
+    (project / "compose.yaml").write_text(BUILT.format(ollama=base))
+    result = import_compose(
+        [project / "compose.yaml"], environ={"HOME": "/root"}, target=_guest_podman(guest)
+    )
+    assert result.report.lossy == []
+    assert {u.name for u in result.units} >= {"e2e-built-app.build", "e2e-built-gw.build"}
+    guest.copy_in(project, str(project))
+    for unit in result.units:
+        guest.write_quadlet(unit.name, unit.render())
+    guest.daemon_reload()
+    try:
+        guest.start("e2e-built-web.service", timeout=600)  # builds app and gw first
+        for unit in ("e2e-built-app.service", "e2e-built-gw.service", "e2e-built-web.service"):
+            guest.wait_unit(unit, "active", timeout=120)
+        label = guest.podman("image", "inspect", "localhost/localgw:staging",
+                             "--format", "{{index .Labels \"greeting\"}}")  # fmt: skip
+        assert label.strip() == "hello"
+        image = guest.podman("inspect", "e2e-built-app", "--format", "{{.ImageName}}")
+        assert image.strip() == "localhost/e2e-built-app:latest"
+    finally:
+        guest.run(["podman", "rmi", "-f", "localhost/localgw:staging",
+                   "localhost/e2e-built-app:latest"], check=False)  # fmt: skip

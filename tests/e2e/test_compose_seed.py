@@ -5,7 +5,7 @@ user would run it, with an overlay (`-f`) that only swaps the images for the tes
 stand-ins (README.md: the LiteLLM stand-in takes the seed's `--config ... --port 4000`;
 PostgreSQL is a real PostgreSQL 17). The units go into the guest's
 /etc/containers/systemd, the project directory (its .env, config.yml and the bind-mount
-directories) is copied to the same path in the guest, and starting open-webui.service
+directories) is copied to the same path in the guest, and starting its open-webui unit
 must bring all four up, on the seed's external `proxy` network where the names the
 seed uses (ollama, db) resolve.
 """
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.e2e
 
 SEED = FIXTURES / "01-seed-ai-stack"
 SERVICES = ("db", "ollama", "litellm", "open-webui")
+UNIT = "open-webui-stack"  # units are named <project>-<service>
 
 
 def _guest_podman(guest: Guest) -> PodmanVersion:
@@ -59,16 +60,16 @@ def test_seed_converted_starts_under_systemd(
         target=_guest_podman(guest),
     )
     assert result.report.lossy == []
-    assert sorted(u.name for u in result.units) == sorted(f"{s}.container" for s in SERVICES)
+    assert sorted(u.name for u in result.units) == sorted(f"{UNIT}-{s}.container" for s in SERVICES)
     guest.copy_in(project, str(project))  # the units' bind mounts and env file, same paths
     guest.podman("network", "create", "proxy")  # the seed's external network (its to-do)
     for unit in result.units:
         guest.write_quadlet(unit.name, unit.render())
     guest.daemon_reload()
 
-    guest.start("open-webui.service", timeout=300)  # pulls in ollama, litellm, db
+    guest.start(f"{UNIT}-open-webui.service", timeout=300)  # pulls in ollama, litellm, db
     for service in SERVICES:
-        guest.wait_unit(f"{service}.service", "active", timeout=120)
+        guest.wait_unit(f"{UNIT}-{service}.service", "active", timeout=120)
 
     # Container names as the seed's container_name; all on the seed's proxy network.
     for name in ("postgres", "ollama", "litellm", "open-webui"):

@@ -55,7 +55,7 @@ async def main(source, units):
         await stream.run()
     else:
         signals = UnitSignals(
-            lambda: units, lambda u: record(kind="change", unit=u), on_state, 0.2, 1.0)
+            lambda: units, lambda u, p: record(kind="change", unit=u, **p), on_state, 0.2, 1.0)
         await signals.run()
 
 asyncio.run(main(sys.argv[1], set(sys.argv[2:])))

@@ -91,10 +91,14 @@ IMAGE_TAGS = {
     "open-webui": "localhost/aistack-test/open-webui:1",
     "litellm": "localhost/aistack-test/litellm:1",
     "postgres": "localhost/aistack-test/postgres:17",
+    # an older major, for `aistack migrate --pg-upgrade` (tests/e2e/test_migrate.py)
+    "postgres-15": "localhost/aistack-test/postgres:15",
     "open-webui-real": "localhost/aistack-test/open-webui-real:1",
     "litellm-real": "localhost/aistack-test/litellm-real:1",
 }
 STANDIN_NAMES = ("ollama", "open-webui", "litellm")
+# The real PostgreSQL images: Debian suite and the major its packages give.
+POSTGRES_BUILDS = {"postgres": ("trixie", 17), "postgres-15": ("bookworm", 15)}
 
 NS_GET_PARENT = 0xB702  # ioctl: the parent of a PID namespace (linux/nsfs.h)
 
@@ -392,7 +396,8 @@ def image_recipe_hash(name: str) -> str:
     """Recipe hash of one image: its files, its build code and (stand-ins) the busybox it
     copies from the rootfs."""
     h = hashlib.sha256(f"{name}\0{IMAGE_TAGS[name]}\0{SUITE}".encode())
-    if name == "postgres":
+    if name in POSTGRES_BUILDS:
+        h.update(repr(POSTGRES_BUILDS[name]).encode())
         _hash_files(h, IMAGES_DIR / "postgres")
         _hash_code(h, _build_postgres)
     elif name in REAL_IMAGES:
@@ -995,8 +1000,8 @@ def ensure_image(guest: Guest, name: str) -> str:
             return tag
         log.info("building image %s (recipe %s)", tag, want)
         started = time.monotonic()
-        if name == "postgres":
-            _build_postgres(guest, tag, want)
+        if name in POSTGRES_BUILDS:
+            _build_postgres(guest, tag, want, *POSTGRES_BUILDS[name])
         elif name in REAL_IMAGES:
             _build_real(guest, name, tag, want, cached)
         else:
@@ -1265,8 +1270,11 @@ def _build_standin(guest: Guest, name: str, tag: str, recipe: str) -> None:
         _import(guest, tree, tag, changes)
 
 
-def _build_postgres(guest: Guest, tag: str, recipe: str) -> None:
-    """A real PostgreSQL 17 from Debian 13 packages: debootstrap minbase + postgresql-17,
+def _build_postgres(
+    guest: Guest, tag: str, recipe: str, suite: str = SUITE, major: int = 17
+) -> None:
+    """A real PostgreSQL from Debian packages (17 from Debian 13; 15 from Debian 12 for the
+    upgrade test): debootstrap minbase + postgresql-MAJOR,
     trimmed (docs, the JIT's LLVM, the package's default cluster), plus an entrypoint
     that initialises a cluster like the official image does."""
     src = IMAGES_DIR / "postgres"
@@ -1281,8 +1289,8 @@ def _build_postgres(guest: Guest, tag: str, recipe: str) -> None:
                 "private",
                 "debootstrap",
                 "--variant=minbase",
-                "--include=postgresql-17",
-                SUITE,
+                f"--include=postgresql-{major}",
+                suite,
                 tree,
                 host_mirror(),
             ],
@@ -1296,12 +1304,12 @@ def _build_postgres(guest: Guest, tag: str, recipe: str) -> None:
             "usr/share/locale/*",
             "var/cache/apt/archives/*.deb",
             "var/lib/apt/lists/*_*",
-            "var/lib/postgresql/17",
-            "etc/postgresql/17",
+            f"var/lib/postgresql/{major}",
+            f"etc/postgresql/{major}",
             "usr/lib/*-linux-gnu/libLLVM*",
             "usr/lib/*-linux-gnu/libz3*",
-            "usr/lib/postgresql/17/lib/llvmjit*",
-            "usr/lib/postgresql/17/lib/bitcode",
+            f"usr/lib/postgresql/{major}/lib/llvmjit*",
+            f"usr/lib/postgresql/{major}/lib/bitcode",
             "dev/*",
             "var/log/*.log",
             "var/cache/debconf/*-old",
@@ -1311,12 +1319,15 @@ def _build_postgres(guest: Guest, tag: str, recipe: str) -> None:
         shutil.copyfile(src / "docker-entrypoint.sh", entry)
         entry.chmod(0o755)
         (tree / "docker-entrypoint-initdb.d").mkdir(exist_ok=True)
-        pg_path = "/usr/lib/postgresql/17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+        pg_path = (
+            f"/usr/lib/postgresql/{major}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+        )
         changes = [
             'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]',
             'CMD ["postgres"]',
             f"ENV PATH={pg_path}",
             "ENV PGDATA=/var/lib/postgresql/data",
+            f"ENV PG_MAJOR={major}",  # as the official image says (aistack migrate reads it)
             "ENV LANG=C.UTF-8",
             "EXPOSE 5432",
             "VOLUME /var/lib/postgresql/data",

@@ -134,13 +134,25 @@ def test_health_recovering_within_grace_resets_the_grace() -> None:
 
 def test_probe_failures_n_minus_one_waits_n_restarts() -> None:
     sim = Sim()
-    assert sim.step({"litellm": probe(2)}) == []
-    [action] = sim.step({"litellm": probe(3)}, at=T0 + 10)
+    assert sim.step({"litellm": probe(1)}) == []
+    [action] = sim.step({"litellm": probe(2)}, at=T0 + 10)
     assert (action.action, action.code) == ("restart", "probe")
-    assert "probe failed 3 times in a row" in action.reason
+    assert "probe failed 2 times in a row" in action.reason
 
 
-@pytest.mark.parametrize("busy", [AUTO_RESTART, ACTIVATING, Observation("deactivating", "stop")])
+# systemd >= 254 passes through these on its way to auto-restart: failed (or inactive) for
+# a moment, with its own restart already decided (seen in the testbed: the agent's
+# reset-failed raced systemd's restart of a killed LiteLLM)
+ON_THE_WAY = [
+    Observation("failed", "failed-before-auto-restart", "exit-code"),
+    Observation("inactive", "dead-before-auto-restart", "success"),
+    Observation("activating", "auto-restart-queued", "exit-code"),
+]
+
+
+@pytest.mark.parametrize(
+    "busy", [AUTO_RESTART, ACTIVATING, Observation("deactivating", "stop"), *ON_THE_WAY]
+)
 def test_systemd_already_restarting_we_wait(busy: Observation) -> None:
     sim = Sim()
     sim.run({"ollama": busy}, until=T0 + 600)

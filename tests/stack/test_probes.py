@@ -27,6 +27,7 @@ from agent.config import OllamaConfig, PostgresConfig, StackConfig
 from agent.podman_api import Container
 from agent.stack import probes
 from agent.stack.probes import ProbeResult, probe_all, probe_service
+from tests.backup.conftest import PgServer
 
 Route = tuple[int, Any] | str  # (status, JSON body) or "hang" or "garbage"
 
@@ -326,6 +327,50 @@ async def test_postgres_without_podman_api_is_inconclusive(probe: Probe) -> None
     assert result.ok and result.reason is None
     (warning,) = result.warnings
     assert warning.startswith("postgres: could not run pg_isready in the container: ")
+
+
+async def pg_quick(port: int, session: aiohttp.ClientSession, within: float = 1.0) -> ProbeResult:
+    """The probe rounds between pg_isready's: a protocol answer over the network."""
+    return await probe_service("postgres", inspect(), StackConfig(), NO_PODMAN, within,
+                               session, ports={"postgres": port}, deep=False)  # fmt: skip
+
+
+async def test_postgres_quick_check_gets_an_answer_from_a_real_server(
+    pg_server: PgServer, session: aiohttp.ClientSession
+) -> None:
+    result = await pg_quick(pg_server.port, session)
+    assert result.ok, result
+    assert [c.name for c in result.checks] == ["protocol"]
+
+
+async def test_postgres_quick_check_catches_a_hang(session: aiohttp.ClientSession) -> None:
+    """A listening socket nobody accepts on: the kernel completes the handshake, nothing
+    answers, as with a SIGSTOPped postmaster."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        result = await pg_quick(sock.getsockname()[1], session, within=0.5)
+    assert not result.ok
+    assert result.reason is not None and "no protocol answer" in result.reason
+    assert result.checks[0].heals
+
+
+async def test_postgres_quick_check_refused(session: aiohttp.ClientSession) -> None:
+    result = await pg_quick(closed_port(), session)
+    assert not result.ok and result.reason is not None
+    assert "cannot connect to 127.0.0.1:" in result.reason
+
+
+def test_carried_checks_are_reported_never_counted() -> None:
+    quick = ProbeResult("open-webui", True, None, (probes.Check("health", True, "ok", True),), ())
+    carried = (
+        probes.Check("reach-ollama", False, "could not connect", False),
+        probes.Check("pg_isready", False, "stale failure", True),  # heals: not carried
+    )
+    merged = probes.with_carried(quick, carried)
+    assert merged.ok
+    assert [c.name for c in merged.checks] == ["health", "reach-ollama"]
+    assert merged.warnings and "could not connect" in merged.warnings[0]
 
 
 def test_container_address_prefers_the_stack_network() -> None:

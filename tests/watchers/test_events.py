@@ -350,6 +350,22 @@ async def test_a_clean_end_of_the_stream_reconnects_too(sock_path: Path) -> None
     assert len(server.queries) == 2
 
 
+async def test_other_containers_are_dropped_before_anything_else(sock_path: Path) -> None:
+    """200 other containers on the host: their events are parsed, then dropped: not
+    delivered, not remembered for de-duplication (that memory is for the stack's)."""
+    other = START.replace('"name":"c1"', '"name":"someone-elses"').replace(
+        "1795714736", "1795714737"
+    )
+    rec = Recorder()
+    stream = PodmanEventStream(sock_path, rec.on_event, rec.on_state, 0.05, 0.2,
+                               wanted=lambda name: name == "c1")  # fmt: skip
+    script = [send_then([other, START, other, DIED], "hold")]
+    async with FaultPodman(sock_path, script), running(stream):
+        await rec.until("died", lambda: any(e.action == "died" for e in rec.events))
+    assert [(e.name, e.action) for e in rec.events] == [("c1", "start"), ("c1", "died")]
+    assert len(stream.seen) == 2
+
+
 async def test_garbage_lines_are_skipped_and_the_stream_goes_on(sock_path: Path) -> None:
     rec = Recorder()
     lines = ["<html>", START, '{"half": ', "[]", DIED]

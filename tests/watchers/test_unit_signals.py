@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -92,10 +92,13 @@ while True:
         break
     for line in data.decode().splitlines():
         kind, arg = line.split()
-        if kind == "props":
+        if kind == "props":  # as systemd sends it: the unit's new state, by value
             check(lib.sd_bus_emit_signal(
                 bus, arg.encode(), b"org.freedesktop.DBus.Properties", b"PropertiesChanged",
-                b"sa{sv}as", c_char_p(b"org.freedesktop.systemd1.Unit"), c_uint32(0),
+                b"sa{sv}as", c_char_p(b"org.freedesktop.systemd1.Unit"), c_uint32(3),
+                c_char_p(b"ActiveState"), c_char_p(b"s"), c_char_p(b"failed"),
+                c_char_p(b"SubState"), c_char_p(b"s"), c_char_p(b"failed"),
+                c_char_p(b"NRestarts"), c_char_p(b"u"), c_uint32(3),
                 c_uint32(0)), "emit")
         else:
             check(lib.sd_bus_emit_signal(
@@ -195,11 +198,13 @@ def fake_systemd(private_bus: PrivateBus) -> Iterator[FakeSystemd]:
 class Recorder:
     def __init__(self) -> None:
         self.changes: list[str] = []
+        self.props: list[dict[str, str]] = []
         self.states: list[tuple[bool, str | None]] = []
         self._changed = asyncio.Event()
 
-    def on_change(self, unit: str) -> None:
+    def on_change(self, unit: str, props: Mapping[str, str]) -> None:
         self.changes.append(unit)
+        self.props.append(dict(props))
         self._changed.set()
 
     def on_state(self, connected: bool, reason: str | None) -> None:
@@ -284,6 +289,9 @@ async def test_signals_of_watched_units_reach_on_change(fake_systemd: FakeSystem
         await fake_systemd.send("job", "a.service")
         await rec.until(lambda: len(rec.changes) >= 2)
     assert rec.changes == ["a.service", "a.service"]
+    # PropertiesChanged carries the new state (NRestarts is not one the stack reads);
+    # JobRemoved carries none: the poll it wakes reads it
+    assert rec.props == [{"ActiveState": "failed", "SubState": "failed"}, {}]
     assert rec.states == [(True, None)]
 
 
@@ -340,7 +348,7 @@ async def test_consumer_exceptions_do_not_stop_the_signals(fake_systemd: FakeSys
     calls: list[str] = []
     got = asyncio.Event()
 
-    def on_change(unit: str) -> None:
+    def on_change(unit: str, props: Mapping[str, str]) -> None:
         calls.append(unit)
         if len(calls) == 2:
             got.set()

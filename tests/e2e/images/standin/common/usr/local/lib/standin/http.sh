@@ -34,11 +34,13 @@ IFS=' ' read -r METHOD TARGET PROTO || exit 0
 PROTO=${PROTO%"$CR"}
 REQ_PATH=${TARGET%%\?*}
 LEN=0
+AUTHORIZATION=
 while IFS= read -r header; do
   header=${header%"$CR"}
   [ -z "$header" ] && break
   case $header in
     [Cc]ontent-[Ll]ength:*) LEN=${header#*:}; LEN=${LEN# } ;;
+    [Aa]uthorization:*) AUTHORIZATION=${header#*:}; AUTHORIZATION=${AUTHORIZATION# } ;;
   esac
 done
 BODY=

@@ -29,7 +29,13 @@ route() {
         *) status=unhealthy; code='503 Service Unavailable' ;;
       esac
       json "{\"status\":\"$status\",\"db\":\"$db\",\"cache\":null,\"litellm_version\":\"$VERSION\",\"success_callbacks\":[]}" "$code" ;;
-    'GET /v1/models'|'GET /models') json '{"data":[],"object":"list"}' ;;
+    'GET /v1/models'|'GET /models')
+      # As the real proxy: with a master key, the API wants it (401 without, or wrong).
+      if [ -n "${LITELLM_MASTER_KEY:-}" ] && [ "$AUTHORIZATION" != "Bearer $LITELLM_MASTER_KEY" ]; then
+        json '{"error":{"message":"Authentication Error, invalid user key","type":"auth_error","code":"401"}}' '401 Unauthorized'
+      else
+        json '{"data":[],"object":"list"}'
+      fi ;;
     'GET /'|'HEAD /') text 'LiteLLM stand-in' ;;
     *) json '{"error":{"message":"Not Found","type":"not_found","code":"404"}}' '404 Not Found' ;;
   esac
