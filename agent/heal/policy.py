@@ -115,7 +115,9 @@ class _Round:
     """What this round learnt about services already decided (their dependents ask)."""
 
     down: dict[str, str] = field(default_factory=dict)  # service -> why it is down
-
+    # Cleanly stopped and not meant to run: a person's stop (`systemctl stop postgres`,
+    # `aistack down`). Starting a dependent would start it again (Requires=).
+    stopped: set[str] = field(default_factory=set)
 
 
 def decide(
@@ -193,9 +195,18 @@ def _decide_one(
                 reason=f"stopped by systemd with {', '.join(deps_down)} (Requires=); "
                 "started again once it is back",
             )
-        if not (stopped and st.status == "waiting-for-dependency"):
+        # A dependency that ended cleanly stopped was stopped on purpose: systemd stopped
+        # this one first (Requires=) while it was still deactivating. The dependent stays
+        # stopped with it; starting it would start the dependency again.
+        on_purpose = [d for d in DEPENDENCIES.get(name, ()) if d in round_.stopped]
+        if on_purpose or not (stopped and st.status == "waiting-for-dependency"):
+            if stopped:
+                round_.stopped.add(name)
+            reason = "not meant to run"
+            if on_purpose:
+                reason = f"not meant to run: {', '.join(on_purpose)} was stopped on purpose"
             return None, replace(
-                st, status="ok", waiting_for=(), unhealthy_since=None, reason="not meant to run"
+                st, status="ok", waiting_for=(), unhealthy_since=None, reason=reason
             )
         if st.waiting_for:  # just back: systemd may be about to start it itself
             back = ", ".join(st.waiting_for)

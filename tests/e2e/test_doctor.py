@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import testbed
+from tests.e2e import gauntlet, testbed
 from tests.e2e.testbed import Guest
 
 pytestmark = pytest.mark.e2e
@@ -74,6 +74,11 @@ def test_doctor_on_the_real_stack(stack: Guest) -> None:
     assert "aistack restart open-webui" in webui["fix"], webui
     [network] = _problems(doc, "network")
     assert network["summary"].startswith("open-webui runs but is not attached")
+
+    # Back on the network, as doctor's fix says, and settled: a restart of open-webui
+    # still under way would pull LiteLLM (Wants=) and so postgres, cancelling the stop.
+    guest.run(["aistack", "restart", "open-webui"], timeout=300)  # hang guard
+    guest.wait_for("the stack healthy again", lambda: gauntlet.recovered(guest), timeout=300)
 
     # the seed's "Database connection error": postgres stopped (LiteLLM stops with it)
     guest.run(["systemctl", "stop", "postgres.service"], timeout=120)

@@ -490,3 +490,19 @@ def test_a_clean_stop_of_both_is_left_alone() -> None:
     assert sim.step({"postgres": STOPPED, "litellm": STOPPED}) == []
     assert sim.step({"postgres": STOPPED, "litellm": STOPPED}, at=T0 + 600) == []
     assert sim.st("litellm").status == "ok"
+
+
+def test_a_person_stopping_the_dependency_does_not_get_it_started_again() -> None:
+    """Seen in the testbed: `systemctl stop postgres` makes systemd stop LiteLLM first
+    (Requires=) while postgres is still deactivating. LiteLLM then looks stopped with a
+    dependency down; when postgres ends cleanly stopped, that was a person's stop, not a
+    recovery: starting LiteLLM would start postgres again (Requires=) and undo it."""
+    sim = Sim()
+    deactivating = Observation("deactivating", "stop", "success")
+    assert sim.step({"postgres": deactivating, "litellm": STOPPED}) == []
+    assert sim.st("litellm").status == "waiting-for-dependency"
+    assert sim.step({"postgres": STOPPED, "litellm": STOPPED}, at=T0 + 1) == []
+    st = sim.st("litellm")
+    assert st.status == "ok" and "postgres was stopped on purpose" in st.reason
+    sim.run({"postgres": STOPPED, "litellm": STOPPED}, until=T0 + 120)
+    assert sim.times("litellm") == [] and sim.times("postgres") == []
