@@ -29,7 +29,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
 	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd \
-	  postgresql dbus-daemon
+	  postgresql dbus-daemon chromium prometheus-alertmanager
 
 $(STAMP): pyproject.toml constraints-debian13.txt
 	$(PY) -m venv $(VENV)
