@@ -29,7 +29,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
 	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd \
-	  postgresql dbus-daemon chromium prometheus-alertmanager
+	  postgresql dbus-daemon chromium prometheus-alertmanager zsh
 
 $(STAMP): pyproject.toml constraints-debian13.txt
 	$(PY) -m venv $(VENV)
@@ -41,8 +41,8 @@ $(STAMP): pyproject.toml constraints-debian13.txt
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tests benchmarks
-	$(BIN)/ruff format --check agent tests benchmarks
+	$(BIN)/ruff check agent tests benchmarks packaging/docs.py
+	$(BIN)/ruff format --check agent tests benchmarks packaging/docs.py
 	$(BIN)/mypy agent
 
 test-unit: $(STAMP)

@@ -37,6 +37,7 @@ from .snapshot import SnapshotStore
 from .stack.control import Busy, StackControl, UnknownService
 from .stack.secrets import SecretsError, SecretStoreUnavailable
 from .status import AgentInfo, status_document
+from .statuspage import PAGE_HEADERS, status_page
 from .systemd_ctl import SystemdError
 from .token import token_matches
 
@@ -199,6 +200,15 @@ async def status(request: web.Request) -> web.Response:
     return json_response(doc, status=code)
 
 
+async def page(request: web.Request) -> web.Response:
+    """The status page: /status's document as HTML for a person (no token, like /status)."""
+    context = request.app[CONTEXT]
+    doc = status_document(context.info, context.store.latest())
+    return web.Response(
+        text=status_page(doc), content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
+    )
+
+
 async def metrics(request: web.Request) -> web.Response:
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     body = encoder(request.app[CONTEXT].registry)
@@ -343,6 +353,7 @@ def create_app(
     if guard is not None:
         app[GUARD] = guard
     app[CONTEXT] = context
+    app.router.add_get("/", page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)

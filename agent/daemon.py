@@ -316,7 +316,8 @@ class Agent:
             return ReloadResult(True, path)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, public so packaging/docs.py can write aistack-agent(8) from it."""
     parser = argparse.ArgumentParser(
         prog="aistack-agent",
         description="The aistack host agent: watches the AI stack's containers, systemd units "
@@ -339,7 +340,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     path, explicit = resolve_path(args.config)
     try:
         config = load_config(path, must_exist=explicit)

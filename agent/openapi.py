@@ -81,6 +81,18 @@ def openapi_document(version: str) -> dict[str, Any]:
             "`Authorization: Bearer <token>` with the token from api.token_file.",
         },
         "paths": {
+            "/": {
+                "get": {
+                    "summary": "The status page: /status for a person, as HTML (no script; "
+                    "refreshes every 10 s).",
+                    "responses": {
+                        "200": {
+                            "description": "The page, whatever the overall state.",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the agent's event loop answers.",

@@ -29,6 +29,9 @@ if [ "$format" = rpm ]; then
     done
 fi
 
+echo "== man pages and shell completion, from the CLIs' parsers"
+"$PY" packaging/docs.py "$STAGE"
+
 config=packaging/nfpm.yaml
 if [ "$format" = deb ]; then
     # Debian's changelog format, from the same release notes.
@@ -49,6 +52,13 @@ PYEOF
     gzip -9n "$STAGE/changelog.Debian"
     config=build/nfpm-deb.yaml
     sed '/^changelog:/d' packaging/nfpm.yaml > "$config"
+else
+    # docs/ as %doc, one entry per file (nfpm expands no glob in a doc-typed entry).
+    for f in docs/*; do
+        printf '  - {src: "%s", dst: "/usr/share/doc/aistack/%s", type: doc, packager: rpm, file_info: {mode: 0644}}\n' "$f" "$f"
+    done > build/rpm-docs.yaml
+    config=build/nfpm-rpm.yaml
+    sed '/# @rpm-docs@/r build/rpm-docs.yaml' packaging/nfpm.yaml > "$config"
 fi
 
 echo "== nfpm package --packager $format"

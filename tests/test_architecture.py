@@ -161,7 +161,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent.stack", "agent.gpu", "agent.compose", "agent.backup", "agent.migrate"),
     ("agent.watchers",),
     ("agent.heal",),
-    ("agent.status", "agent.metrics", "agent.api", "agent.openapi"),
+    ("agent.status", "agent.metrics", "agent.api", "agent.openapi", "agent.statuspage"),
     ("agent.daemon", "agent.cli", "agent.doctor"),
 )  # fmt: skip
 
