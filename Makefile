@@ -29,7 +29,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
 	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd \
-	  postgresql dbus-daemon chromium prometheus-alertmanager zsh
+	  postgresql dbus-daemon chromium prometheus-alertmanager zsh ansible-core ansible-lint
 
 $(STAMP): pyproject.toml constraints-debian13.txt
 	$(PY) -m venv $(VENV)
@@ -49,18 +49,21 @@ test-unit: $(STAMP)
 	$(BIN)/pytest -m "not e2e" --ignore=tests/e2e
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
-# Two sessions side by side, each with its own guest: the real-software lane (mostly
-# waiting: building the real images from PyPI, their starts) and the rest of the suite.
-# The lane's output follows the suite's; both must pass.
+# Two sessions side by side, each with its own guest, of about the same length: the
+# second lane (mostly waiting: building the real images from PyPI and their starts, a
+# real Prometheus and Alertmanager, extra services, the three-host fleet) and the rest of
+# the suite. The lane's output follows the suite's; both must pass.
+LANE := $(wildcard tests/e2e/test_real_software.py tests/e2e/test_prometheus.py \
+  tests/e2e/test_extra_services.py tests/e2e/test_fleet.py)
 test-e2e: $(STAMP)
 	@mkdir -p build; \
-	$(BIN)/pytest -m e2e tests/e2e/test_real_software.py > build/e2e-real-software.log 2>&1 & \
+	$(BIN)/pytest -m e2e $(LANE) > build/e2e-lane.log 2>&1 & \
 	lane=$$!; \
-	$(BIN)/pytest -m e2e tests/e2e --ignore=tests/e2e/test_real_software.py; rest=$$?; \
+	$(BIN)/pytest -m e2e tests/e2e $(addprefix --ignore=,$(LANE)); rest=$$?; \
 	wait $$lane; real=$$?; \
-	echo "== the real-software lane (tests/e2e/test_real_software.py)"; \
-	cat build/e2e-real-software.log; \
-	echo "== e2e: suite exit $$rest, real-software lane exit $$real"; \
+	echo "== the second lane ($(LANE))"; \
+	cat build/e2e-lane.log; \
+	echo "== e2e: suite exit $$rest, second lane exit $$real"; \
 	[ $$rest -eq 0 ] && [ $$real -eq 0 ]
 
 test: lint test-unit test-e2e

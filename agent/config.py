@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -476,11 +477,30 @@ class OllamaConfig:
     volumes: tuple[str, ...] = ()
     # A host directory for the data instead of the managed volume (in-place migrate).
     data: Folder = NO_FOLDER
-    # Models to keep pulled (pulled on apply when missing).
+    # Models to keep pulled (pulled on apply when missing). On a front host with
+    # stack.litellm.ollama_backends: the models LiteLLM routes to every backend.
     models: tuple[str, ...] = ()
+    # Ollama has no authentication: publishing it on an address other hosts reach (a GPU
+    # host serving a front's LiteLLM, docs/fleet.md) is refused unless this says so.
+    allow_remote: bool = False
 
     def problems(self) -> list[tuple[str, str]]:
-        return _service_problems(self) + _data_problems(self.data)
+        return _service_problems(self) + _data_problems(self.data) + self._remote_problems()
+
+    def _remote_problems(self) -> list[tuple[str, str]]:
+        if self.allow_remote:
+            return []
+        for i, port in enumerate(self.ports):
+            address = published_address(port)
+            if address is not None and not address.is_loopback:
+                why = (
+                    f"{port} is not a loopback address, so Ollama (which has no "
+                    "authentication) would be reachable from other hosts; set "
+                    "stack.ollama.allow_remote: true if that is intended, and firewall "
+                    "the port to the front hosts (docs/fleet.md)"
+                )
+                return [(f"ports[{i}]", why)]
+        return []
 
 
 @dataclass(frozen=True)
@@ -511,6 +531,15 @@ class LitellmConfig:
     model_list: tuple[Any, ...] = ()
     # Provider keys (e.g. OPENAI_API_KEY): each read from /etc/aistack/secrets/<NAME>.
     provider_keys: tuple[str, ...] = ()
+    # Remote Ollamas (GPU hosts, docs/fleet.md): one LiteLLM deployment per backend per
+    # model of stack.ollama.models (the local Ollama too, when enabled), balanced and
+    # failed over by LiteLLM's router; the agent probes each one.
+    ollama_backends: tuple[str, ...] = ()
+
+    @property
+    def backend_urls(self) -> tuple[str, ...]:
+        """ollama_backends as rendered, probed and labelled (no trailing slash)."""
+        return tuple(normalize_backend(url) for url in self.ollama_backends)
 
     def problems(self) -> list[tuple[str, str]]:
         out = _service_problems(self)
@@ -520,7 +549,71 @@ class LitellmConfig:
         for name in self.provider_keys:
             if not _ENV_NAME.fullmatch(name):
                 out.append(("provider_keys", f"not an environment variable name: {name!r}"))
+        seen: set[str] = set()
+        for i, url in enumerate(self.ollama_backends):
+            why = backend_url_problem(url)
+            if why is None and normalize_backend(url) in seen:
+                why = f"{url!r} is listed twice"
+            if why is None and normalize_backend(url) == LOCAL_OLLAMA_URL:
+                why = (
+                    f"{url!r} is the local Ollama, which is a deployment already when "
+                    "stack.ollama.enabled is true"
+                )
+            if why is not None:
+                out.append((f"ollama_backends[{i}]", why))
+            seen.add(normalize_backend(url))
         return out
+
+
+# The local Ollama as LiteLLM reaches it on the stack's network (units/ollama.container).
+LOCAL_OLLAMA_URL = "http://ollama:11434"
+_BACKEND_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*\.?")
+
+
+def published_address(port: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The host address of a `stack.*.ports` entry (`10.0.0.5:11434`); None when it is
+    not one (its own check says so)."""
+    match = _HOST_PORT.fullmatch(port)
+    try:
+        return ipaddress.ip_address(match["addr"].strip("[]")) if match else None
+    except ValueError:
+        return None
+
+
+def normalize_backend(url: str) -> str:
+    """A backend URL as it is compared, shown and used as a label: no trailing slash."""
+    return url.rstrip("/")
+
+
+def backend_url_problem(url: str) -> str | None:
+    """Why `url` is not an Ollama backend LiteLLM and the agent can use, or None.
+
+    http(s), a host and a port, nothing else: a path would be sent before /api/..., and
+    credentials in the URL would be written into LiteLLM's config and shown in /status
+    and as a metric label (Ollama has no authentication to send them to anyway)."""
+    example = "e.g. http://gpu1:11434"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL: {url!r} ({exc}; {example})"
+    if parts.scheme not in ("http", "https"):
+        return f"must start with http:// or https://, got {url!r} ({example})"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "must not carry credentials (user:password@): Ollama has no authentication"
+    host = parts.hostname or ""
+    if not host:
+        return f"no host in {url!r} ({example})"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _BACKEND_HOST.fullmatch(host) or len(host) > 253:
+            return f"not a host name or IP address: {host!r}"
+    if port is None:
+        return f"needs a port: {url!r} (Ollama listens on 11434: {example})"
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        return f"must be scheme://host:port only, without a path or query: {url!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -539,6 +632,30 @@ class PostgresConfig:
         return _service_problems(self) + _data_problems(self.data)
 
 
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class ExtraConfig:
+    """A compose project whose services join the managed stack (docs/import-compose.md,
+    "Extra services in the managed stack"): read by the compose importer at every apply."""
+
+    project: str = ""
+    files: tuple[Path, ...] = ()
+    profiles: tuple[str, ...] = ()
+    allow_lossy: bool = False
+    enabled: bool = True
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if not _PROJECT.fullmatch(self.project) or len(self.project) > 63:
+            why = "use lower case letters, digits, '-' and '_', starting with a letter or digit"
+            out.append(("project", f"not a compose project name: {self.project!r} ({why})"))
+        if not self.files:
+            out.append(("files", "name at least one compose file (an absolute path)"))
+        return out
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """The AI stack as quadlet units (units/ holds the templates)."""
@@ -555,13 +672,27 @@ class StackConfig:
     open_webui: OpenWebuiConfig = field(default_factory=OpenWebuiConfig)
     litellm: LitellmConfig = field(default_factory=LitellmConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
+    # Compose projects whose services join the managed stack (agent/stack/extra.py).
+    extra: tuple[ExtraConfig, ...] = ()
 
     def problems(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.extra):
+            if entry.project in seen:
+                first = f"stack.extra[{seen[entry.project]}]"
+                out.append((f"extra[{i}].project", f"{entry.project!r} is already {first}"))
+            seen.setdefault(entry.project, i)
         if self.podman_version != "auto" and not re.fullmatch(
             r"\d+\.\d+(\.\d+)?", self.podman_version
         ):
             out.append(("podman_version", f"must be auto or X.Y, got {self.podman_version!r}"))
+        if self.litellm.enabled and self.litellm.ollama_backends and not self.ollama.models:
+            why = (
+                "no model to route to them: list the models in stack.ollama.models (each "
+                "GPU host's agent pulls the same list; docs/fleet.md)"
+            )
+            out.append(("litellm.ollama_backends", why))
         return out
 
 
@@ -576,6 +707,37 @@ class AgentConfig:
     backups: BackupConfig = field(default_factory=BackupConfig)
     heal: HealConfig = field(default_factory=HealConfig)
     stack: StackConfig = field(default_factory=StackConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """A GPU host that publishes Ollama only on its network address: the agent (model
+        pulls, /api/ps) would ask gpu.ollama_url, where nothing answers."""
+        ollama = self.stack.ollama
+        if not (ollama.enabled and ollama.allow_remote and ollama.ports):
+            return []
+        try:
+            url = urlsplit(self.gpu.ollama_url)
+            host, port = url.hostname or "", url.port or 11434
+        except ValueError:
+            return []  # gpu.ollama_url's own check says so
+        if host != "localhost" and not _is_loopback(host):
+            return []
+        for published in ollama.ports:
+            address = published_address(published)
+            if address is not None and (address.is_loopback or address.is_unspecified):
+                return []  # (a different port there is the person's choice)
+        why = (
+            f"none of them publishes where the agent asks Ollama (gpu.ollama_url: "
+            f"{self.gpu.ollama_url}): add 127.0.0.1:{port} to the list, or set "
+            "gpu.ollama_url to the published address"
+        )
+        return [("stack.ollama.ports", why)]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --- validation ----------------------------------------------------------------------
@@ -639,11 +801,12 @@ def _convert(
             raise _Invalid(f"must be a list (got {_describe(value)})")
         item_hint = get_args(hint)[0]
         items, bad = [], False
+        base = path.rstrip(".")
         for i, item in enumerate(value):
-            try:
-                items.append(_convert(item, item_hint, meta, f"{path}[{i}]", errors))
+            try:  # an item's own keys read `list[1].key`, never `list.[1]key`
+                items.append(_convert(item, item_hint, meta, f"{base}[{i}].", errors))
             except (_Invalid, ValueError) as exc:
-                errors.append(f"{path.rstrip('.')}[{i}]: {exc}")
+                errors.append(f"{base}[{i}]: {exc}")
                 bad = True
         if bad:
             raise _Reported
@@ -738,8 +901,9 @@ def _plain(value: Any, hint: Any = None) -> Any:
         return str(value)
     if hint == EnvMap:
         return dict(value)
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, tuple):  # a list: its items written back like fields
+        args = get_args(hint) if get_origin(hint) is tuple else ()
+        return [_plain(item, args[0] if args else None) for item in value]
     return value
 
 

@@ -40,6 +40,7 @@ from .stack.control import StackControl
 from .status import AgentInfo, summary
 from .token import TokenError, ensure_token
 from .watchers import GpuWatcher, PodmanWatcher, SystemdWatcher, Watcher
+from .watchers.backends import BackendWatcher
 from .watchers.events import ContainerEvent, PodmanEventStream
 from .watchers.probes import ProbeWatcher
 from .watchers.stack import StackWatcher
@@ -77,12 +78,15 @@ class Agent:
         self.actuator = Actuator()
         self.stack_watcher = StackWatcher(self.store, config.watch)
         self.probe_watcher = ProbeWatcher(self.store, config.watch)
+        # The front's remote Ollamas (docs/fleet.md); publishes an empty view without any.
+        self.backend_watcher = BackendWatcher(self.store, config.watch)
         self.watchers: list[Watcher] = [
             PodmanWatcher(self.store, config.watch),
             SystemdWatcher(self.store, config.watch),
             GpuWatcher(self.store, config.watch, last_restart=self._last_gpu_restart),
             self.stack_watcher,
             self.probe_watcher,
+            self.backend_watcher,
         ]
         for watcher in self.watchers:
             watcher.configure(config)
@@ -120,6 +124,10 @@ class Agent:
         api = self.config.api
         host = f"[{api.listen}]" if ":" in api.listen else api.listen
         return f"{host}:{api.port}"
+
+    @property
+    def _slow_sources(self) -> tuple[Watcher, ...]:
+        return (self.probe_watcher, self.backend_watcher)
 
     def _watcher(self, source: str) -> Watcher | None:
         return next((w for w in self.watchers if w.source == source), None)
@@ -189,8 +197,12 @@ class Agent:
             self._spawn(self.signals.run(), "events.systemd")
             self._spawn(self.healer.run(), "heal")
             first = await self.store.wait_for(
-                # Not the probes: they may take probe_timeout; READY must not wait on them.
-                [*(w.source for w in self.watchers if w is not self.probe_watcher), "backups"],
+                # Not the probes, nor the remote backends: they may take their timeouts
+                # (a GPU host that does not answer); READY must not wait on them.
+                [
+                    *(w.source for w in self.watchers if w not in self._slow_sources),
+                    "backups",
+                ],
                 within=self.config.watch.timeout + 1.0,
             )
             if not first:

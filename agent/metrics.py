@@ -18,6 +18,7 @@ from .backup.metrics import BackupCollector
 from .gpu.metrics import GpuMetricsCollector
 from .heal.metrics import HealCollector
 from .snapshot import SourceSnapshot, SourceState
+from .stack.backend_metrics import BackendCollector
 from .stack.metrics import ServiceCollector
 from .status import AgentInfo
 
@@ -76,4 +77,5 @@ def build_registry(
     registry.register(BackupCollector(snapshots))
     registry.register(ServiceCollector(snapshots))
     registry.register(HealCollector(snapshots))
+    registry.register(BackendCollector(snapshots))
     return registry

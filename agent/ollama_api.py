@@ -6,7 +6,8 @@ Two clients over the same parsing, because two kinds of callers need Ollama:
   run in a worker thread or none. Every failure is an OllamaError worded for a person.
 - `fetch_ps`, async (aiohttp): the GPU watcher's poll of /api/ps inside the agent's loop.
   Ollama being down is not a GPU problem, so it never raises: the answer says
-  `reachable: false` and why.
+  `reachable: false` and why. `fetch_tags` is the same for the backends watcher's poll
+  of a remote Ollama's /api/tags (docs/fleet.md), with the round trip's latency.
 
 The service probes (agent/stack/probes.py) send their own requests (to the container's
 address, through their shared session, judged with their messages) but read the answers
@@ -16,9 +17,10 @@ with the parsers here.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.client import HTTPResponse
 from typing import Any, TypeVar
@@ -236,9 +238,14 @@ class OllamaClient:
 
     def missing(self, wanted: tuple[str, ...]) -> list[str]:
         """The names in `wanted` Ollama does not have (a name without a tag means :latest)."""
-        have = {m.name for m in self.tags()}
-        have |= {n.removesuffix(":latest") for n in have}
-        return [w for w in wanted if w not in have and f"{w}:latest" not in have]
+        return missing_models(wanted, [m.name for m in self.tags()])
+
+
+def missing_models(wanted: Sequence[str], installed: Sequence[str]) -> list[str]:
+    """The names in `wanted` not among `installed` (a name without a tag means :latest)."""
+    have = set(installed)
+    have |= {n.removesuffix(":latest") for n in have}
+    return [w for w in wanted if w not in have and f"{w}:latest" not in have]
 
 
 # --------------------------------------------------------------------------- async
@@ -280,3 +287,44 @@ async def fetch_ps(base_url: str, within: float) -> OllamaPs:
         return OllamaPs(True, loaded=tuple(parse_ps(payload)))
     except ValueError as exc:
         return OllamaPs(False, f"{url}: {exc}")
+
+
+@dataclass(frozen=True)
+class OllamaTags:
+    """The backends watcher's poll of /api/tags: the installed models and the round
+    trip's seconds, or why there is no answer."""
+
+    reachable: bool
+    error: str | None = None
+    models: tuple[str, ...] = ()
+    latency_seconds: float | None = None
+
+
+async def fetch_tags(
+    base_url: str, within: float, monotonic: Callable[[], float] = time.monotonic
+) -> OllamaTags:
+    """GET /api/tags within `within` seconds; a failure is the answer's `error`. The
+    latency is the whole request (connect, answer, body): what LiteLLM would wait too."""
+    url = base_url.rstrip("/") + "/api/tags"
+    started = monotonic()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within)) as session,
+            session.get(url, allow_redirects=False) as response,
+        ):
+            if response.status != 200:
+                return OllamaTags(False, f"{url} answered HTTP {response.status}")
+            payload = await response.json(content_type=None)
+    except TimeoutError:
+        return OllamaTags(False, f"{url} did not answer within {within:g}s")
+    except aiohttp.ClientConnectorError as exc:
+        why = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return OllamaTags(False, f"cannot connect to {url}: {why}")
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return OllamaTags(False, f"{url}: {exc or type(exc).__name__}")
+    latency = max(0.0, monotonic() - started)
+    try:
+        models = tuple(m.name for m in parse_tags(payload))
+    except ValueError as exc:
+        return OllamaTags(False, f"{url}: {exc}")
+    return OllamaTags(True, models=models, latency_seconds=latency)

@@ -70,6 +70,22 @@ def openapi_document(version: str) -> dict[str, Any]:
             "gpus": {"type": "array", "items": {"type": "object"}},
             "backups": {"$ref": "#/components/schemas/BackupStatus"},
             "heal": {"type": ["object", "null"]},
+            "backends": {
+                "type": "object",
+                "description": "The remote Ollamas of stack.litellm.ollama_backends, by URL "
+                "(docs/fleet.md); empty on a host without any.",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["up", "models", "missing", "latency_seconds", "reason"],
+                    "properties": {
+                        "up": {"type": "boolean"},
+                        "models": {"type": "array", "items": {"type": "string"}},
+                        "missing": {"type": "array", "items": {"type": "string"}},
+                        "latency_seconds": {"type": ["number", "null"]},
+                        "reason": {"type": ["string", "null"]},
+                    },
+                },
+            },
         },
     }
     return {
@@ -106,8 +122,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "200": _json({"$ref": "#/components/schemas/Status"}, "ok or degraded."),
                         "503": _json(
                             {"$ref": "#/components/schemas/Status"},
-                            "failed: the agent gave up healing a service "
-                            "(the code is api.failed_status_code).",
+                            "failed: the agent gave up healing a service, or no Ollama "
+                            "backend answers (the code is api.failed_status_code).",
                         ),
                     },
                 }
@@ -223,7 +239,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                             "name": "name",
                             "in": "path",
                             "required": True,
-                            "schema": {"enum": ["ollama", "open-webui", "litellm", "postgres"]},
+                            "description": "ollama, open-webui, litellm, postgres, or an "
+                            "extra service of stack.extra (<project>-<service>)",
+                            "schema": {"type": "string"},
                         },
                         {
                             "name": "action",

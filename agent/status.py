@@ -17,10 +17,13 @@ from . import __version__
 from .backup.status import degraded_reason as backups_degraded
 from .backup.status import status_section as backups_section
 from .snapshot import SourceSnapshot, SourceState, thaw
+from .stack.backends import none_serving
 from .views import (
+    EMPTY_BACKENDS,
     EMPTY_HEAL,
     EMPTY_PROBES,
     EMPTY_STACK,
+    BackendsView,
     HealView,
     ProbesView,
     StackView,
@@ -32,7 +35,7 @@ SCHEMA_VERSION = 1
 REQUIRED_SOURCES = ("podman", "systemd")
 # Snapshots of the agent's own work, shown in their sections (`services` merges the
 # stack, probes and heal snapshots), not under `sources`.
-OWN_SECTIONS = ("backups", "stack", "probes", "heal")
+OWN_SECTIONS = ("backups", "stack", "probes", "heal", "backends")
 STATES = ("ok", "degraded", "failed")
 
 
@@ -79,7 +82,14 @@ def overall(snapshots: Mapping[str, SourceSnapshot[Any]]) -> tuple[str, list[str
         reasons.append(f"probes: {probes.reason}")
     if heal is not None and heal.paused and heal.enabled:
         reasons.append(f"heal: {heal.paused}")
-    if gave_up:
+    # The front's remote Ollamas (docs/fleet.md): one down degrades, LiteLLM fails over;
+    # none left (and no local Ollama) is an outage of every Ollama model.
+    backends = snapshots.get("backends")
+    if backends is not None and backends.state is not SourceState.OK:
+        reasons.append(f"backends: {backends.reason}")
+    if gave_up or (
+        backends is not None and none_serving(backends.view(BackendsView, EMPTY_BACKENDS))
+    ):
         return "failed", reasons
     return ("ok" if not reasons else "degraded"), reasons
 
@@ -140,7 +150,17 @@ def status_document(
         "gpus": thaw(gpu.data.get("gpus", ())) if gpu is not None else [],
         "backups": backups_section(snapshots.get("backups")),
         "heal": _heal_section(snapshots.get("heal")),
+        "backends": _backends_section(snapshots.get("backends")),
     }
+
+
+def _backends_section(snap: SourceSnapshot[Any] | None) -> dict[str, Any]:
+    """Each remote Ollama by URL: up, its models, the declared ones it lacks, the latency
+    of its last answer, and the reason (null when fine). Empty on a host without any."""
+    if snap is None:
+        return {}
+    section: dict[str, Any] = to_json(snap.view(BackendsView, EMPTY_BACKENDS).backends)
+    return section
 
 
 def _heal_section(heal: SourceSnapshot[Any] | None) -> dict[str, Any] | None:

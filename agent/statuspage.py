@@ -77,7 +77,7 @@ PAGE_HEADERS: Mapping[str, str] = {
 
 # The colour of a state word; a word not here is shown plain. Never a value as a class.
 _TONES = {
-    **dict.fromkeys(("ok", "healthy", "active", "running", "on"), "ok"),
+    **dict.fromkeys(("ok", "healthy", "active", "running", "on", "up"), "ok"),
     **dict.fromkeys(
         ("degraded", "warning", "starting", "activating", "deactivating", "reloading",
          "backing-off", "waiting-for-dependency", "pending", "failing", "stale", "paused",
@@ -86,7 +86,7 @@ _TONES = {
     ),
     **dict.fromkeys(
         ("failed", "unhealthy", "gave-up", "unavailable", "never-succeeded", "inactive",
-         "exited", "absent", "off"),
+         "exited", "absent", "off", "down"),
         "bad",
     ),
 }  # fmt: skip
@@ -243,6 +243,25 @@ def _gpus(gpus: Iterable[Any], source: Mapping[str, Any] | None) -> str:
     return "<h2>GPUs</h2>" + _table(columns, rows, empty)
 
 
+def _backends(backends: Mapping[str, Any]) -> str:
+    """A front host's remote Ollama backends (stack.litellm.ollama_backends); nothing on a
+    host without any."""
+    rows = []
+    for url, b in sorted(backends.items()):
+        latency = _number(b.get("latency_seconds"))
+        cells = (
+            _td("backend", _e(url), "name")
+            + _td("state", _word("up" if b.get("up") else "down"))
+            + _td("models", _e(len(b.get("models") or ())), "n")
+            + _td("latency", _e(None) if latency is None else f"{latency * 1000:.0f} ms", "n")
+        )
+        rows += _rows(cells, b.get("reason"), 4)
+    if not rows:
+        return ""
+    columns = ("backend", "state", "models", "latency")
+    return "<h2>Ollama backends</h2>" + _table(columns, rows, "")
+
+
 def _backups(backups: Mapping[str, Any]) -> str:
     state = backups.get("state")
     cells = (
@@ -297,6 +316,7 @@ def status_page(doc: Mapping[str, Any]) -> str:
         _header(doc)
         + _services(doc.get("services") or {})
         + _gpus(doc.get("gpus") or (), sources.get("gpu"))
+        + _backends(doc.get("backends") or {})
         + _backups(doc.get("backups") or {})
         + _heal_recent(doc.get("heal"))
         + _sources(sources)

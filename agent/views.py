@@ -58,6 +58,11 @@ class ServiceView:
     last_error: str | None = None  # the one line for a person; decisions read the fields
     last_transition_at: str | None = None
     last_event: EventView | None = None
+    # What the catalogue says of it (agent/stack/extra.py: core and stack.extra members)
+    container: str = ""  # the container's name (an extra's may differ from the unit's)
+    project: str | None = None  # the compose project of an extra service; None: core
+    oneshot: bool = False  # a one-shot job: done once it ran to completion
+    requires: tuple[str, ...] = ()  # services it needs (Requires=): the healer waits
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,28 @@ class HealView:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class BackendView:
+    """One remote Ollama of stack.litellm.ollama_backends, as the front's agent last saw it."""
+
+    up: bool
+    models: tuple[str, ...] = ()  # installed (GET /api/tags)
+    missing: tuple[str, ...] = ()  # of stack.ollama.models; only known while up
+    latency_seconds: float | None = None  # the /api/tags round trip; None when down
+    reason: str | None = None  # why it is down or incomplete, for a person; None when fine
+
+
+@dataclass(frozen=True)
+class BackendsView:
+    """The backends source: each remote Ollama by URL, and whether the front has a local
+    Ollama as a deployment too (then no remote backend being up is not an outage)."""
+
+    backends: Mapping[str, BackendView] = field(default_factory=_frozen_map)
+    local: bool = False
+
+
 EMPTY_STACK, EMPTY_PROBES, EMPTY_HEAL = StackView(), ProbesView(), HealView()
+EMPTY_BACKENDS = BackendsView()
 
 
 def to_json(view: Any) -> Any:

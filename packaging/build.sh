@@ -12,6 +12,11 @@ NFPM=${NFPM:-.venv/bin/nfpm}
 VERSION=${AISTACK_VERSION:-$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agent/__init__.py)}
 STAGE=build/stage  # fixed path: nfpm expands no variables in contents
 export VERSION STAGE
+# One build at a time in this checkout (the staging folder is shared): the packaging
+# tests and an e2e session's deb may build at once.
+mkdir -p build
+exec 9>build/.stage.lock
+flock 9
 rm -rf "$STAGE"
 mkdir -p "$STAGE/usr/lib/aistack" dist
 

@@ -153,9 +153,9 @@ def test_low_modules_import_only_what_is_below_them(module: str, allowed: set[st
 # Low to high; a module may import its own layer and the layers below (docs/architecture.md).
 LAYERS: tuple[tuple[str, ...], ...] = (
     # the watcher loop and reconnect helpers are infrastructure every source builds on
-    ("agent", "agent.config", "agent.snapshot", "agent.atomic", "agent.log", "agent.notify",
-     "agent.token", "agent.tabular", "agent.quadlet", "agent.watchers.base",
-     "agent.watchers.reconnect"),
+    ("agent", "agent.config", "agent.config_text", "agent.snapshot", "agent.atomic",
+     "agent.log", "agent.notify", "agent.token", "agent.tabular", "agent.quadlet",
+     "agent.watchers.base", "agent.watchers.reconnect"),
     ("agent.podman_api", "agent.systemd_ctl", "agent.journal", "agent.ollama_api",
      "agent.client"),
     ("agent.stack", "agent.gpu", "agent.compose", "agent.backup", "agent.migrate"),

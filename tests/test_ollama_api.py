@@ -5,11 +5,8 @@ Ollama's, nothing listening. (/api/ps from the async side: tests/test_gpu_ollama
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -29,6 +26,7 @@ from agent.ollama_api import (
 from agent.stack import models
 
 from .fixtures.gpu.support import FIXTURES, closed_url
+from .fixtures.ollama import PULL, FakeOllama, serve_ollama
 
 TAGS = {
     "models": [
@@ -37,16 +35,6 @@ TAGS = {
         {"name": "qwen2.5:0.5b", "size": 397821319, "modified_at": "2025-02-11T08:00:00Z"},
     ]
 }  # fmt: skip
-PULL: list[dict[str, Any]] = [
-    {"status": "pulling manifest"},
-    {"status": "pulling 74701a8c35f6", "digest": "sha256:74701a8c35f6", "total": 1000,
-     "completed": 250},
-    {"status": "pulling 74701a8c35f6", "digest": "sha256:74701a8c35f6", "total": 1000,
-     "completed": 1000},
-    {"status": "verifying sha256 digest"},
-    {"status": "writing manifest"},
-    {"status": "success"},
-]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- parsing
@@ -100,65 +88,10 @@ def test_parse_progress() -> None:
 # --------------------------------------------------------------------------- a local Ollama
 
 
-class FakeOllama:
-    """Answers as Ollama does; `faults` maps a path to (status, raw body) to send instead."""
-
-    def __init__(self) -> None:
-        self.installed = ["llama3.2:latest", "qwen2.5:0.5b"]
-        self.pull_lines: list[Any] = list(PULL)
-        self.faults: dict[str, tuple[int, bytes]] = {}
-        self.requests: list[tuple[str, str, Any]] = []
-
-    def answer(self, method: str, path: str, body: Any) -> tuple[int, bytes, str]:
-        """(status, body, content type)."""
-        self.requests.append((method, path, body))
-        if path in self.faults:
-            status, raw = self.faults[path]
-            return status, raw, "text/plain"
-        if method == "GET" and path == "/api/version":
-            return 200, json.dumps({"version": "0.6.8"}).encode(), "application/json"
-        if method == "GET" and path == "/api/tags":
-            tags = {"models": [{"name": n, "size": 10, "modified_at": "t"} for n in self.installed]}
-            return 200, json.dumps(tags).encode(), "application/json"
-        if method == "GET" and path == "/api/ps":
-            return 200, (FIXTURES / "ollama-ps.json").read_bytes(), "application/json"
-        if method == "POST" and path == "/api/pull":
-            lines = b"".join(json.dumps(line).encode() + b"\n\n" for line in self.pull_lines)
-            return 200, lines, "application/x-ndjson"
-        if method == "DELETE" and path == "/api/delete":
-            if body["model"] not in self.installed:
-                return 404, json.dumps({"error": "model not found"}).encode(), "application/json"
-            self.installed.remove(body["model"])
-            return 200, b"", "text/plain"
-        return 404, b"404 page not found", "text/plain"
-
-
 @pytest.fixture
 def ollama() -> Iterator[tuple[FakeOllama, str]]:
-    fake = FakeOllama()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _any(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, body, kind = fake.answer(
-                self.command, self.path, json.loads(raw) if raw else None
-            )
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = do_DELETE = _any
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_ollama() as served:
+        yield served
 
 
 def test_client_reads_version_tags_and_ps(ollama: tuple[FakeOllama, str]) -> None:

@@ -343,3 +343,18 @@ def test_chromium_shows_a_script_reason_as_text_and_runs_nothing(
     assert "<script" not in dom.lower() and "<img" not in dom.lower()
     assert f'&lt;script&gt;console.log("{marker}")&lt;/script&gt;' in dom  # shown as text
     assert console(proc) == []  # nothing ran, nothing was blocked: nothing was there
+
+
+def test_a_front_hosts_backends_show_with_the_reason_of_one_down() -> None:
+    doc = document()
+    doc["backends"] = {
+        "http://gpu1:11434": {"up": True, "models": ["llama3.2:1b"], "missing": [],
+                              "latency_seconds": 0.038, "reason": None},
+        "http://<gpu2>:11434": {"up": False, "models": [], "missing": [],
+                                "latency_seconds": None, "reason": "connection refused"},
+    }  # fmt: skip
+    page = status_page(doc)
+    assert "<h2>Ollama backends</h2>" in page and "38 ms" in page
+    assert "http://&lt;gpu2&gt;:11434" in page and "<gpu2>" not in page
+    assert '<tr class="why"><td colspan="4">connection refused</td></tr>' in page
+    assert "Ollama backends" not in status_page(document())  # a host without any

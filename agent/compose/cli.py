@@ -28,6 +28,7 @@ from ..quadlet import FIRST_QUADLET, PodmanVersion, UnitFile
 from .container import HEADER_LEAD
 from .convert import convert
 from .errors import EX_DATAERR, ComposeError, visible
+from .into_stack import into_stack
 from .loader import LoadOptions, Project, load_project
 from .report import Report
 from .stackconfig import StackImport, stack_config
@@ -153,6 +154,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also write aistack's stack: config (for /etc/aistack/agent.yaml) to FILE when "
         "the project is the seed's AI stack (Ollama, Open WebUI, LiteLLM, PostgreSQL, "
         "recognised by image); secrets are listed, never copied",
+    )
+    parser.add_argument(
+        "--into-stack",
+        action="store_true",
+        help="make the project's services part of the managed stack: check that it converts "
+        "as `aistack up` will, write its entry into stack.extra of the agent's config "
+        "(agent.yaml; the file before kept as agent.yaml.pre-import) and reload the agent",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,  # else it would hide `aistack --config FILE`
+        help="with --into-stack: the agent's config (default: $AISTACK_CONFIG, else "
+        "/etc/aistack/agent.yaml)",
     )
     parser.add_argument("--json", action="store_true", help="print a machine-readable result")
     parser.set_defaults(func=cmd_import_compose)
@@ -397,6 +412,14 @@ def _next_steps(result: ImportResult, written_to: Path | None) -> str:
 
 def cmd_import_compose(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
+    if args.into_stack:
+        try:
+            files = args.files or default_files(Path.cwd(), environ)
+        except ComposeError as exc:
+            print(f"aistack: import-compose: {exc.render()}", file=sys.stderr)
+            return EX_DATAERR
+        return into_stack(args, files, args.podman_version or host_podman_version()
+                          or DEFAULT_TARGET)  # fmt: skip
     try:
         files = args.files or default_files(Path.cwd(), environ)
         result = import_compose(

@@ -95,6 +95,9 @@ class Plan:
     volume_units: dict[str, str] = field(default_factory=dict)  # compose vol -> Volume= ref
     # env and label files parsed once per project: (kind, path) -> (values, podman reads same)
     parsed_files: dict[tuple[str, str], tuple[dict[str, str], bool]] = field(default_factory=dict)
+    # Services the project depends on but does not define (stack mode): their unit
+    # (`postgres` -> `postgres.service`, the managed stack's).
+    external: dict[str, str] = field(default_factory=dict)
     chars_written: int = 0  # values of all units so far, against MAX_UNIT_CHARS
     values_written: int = 0  # against MAX_UNIT_VALUES
 
@@ -193,7 +196,7 @@ class ServiceConverter:
         self.podman_args.append(word)
 
     def depend(self, service: str, *, required: bool = True) -> None:
-        unit = f"{self.plan.unit_stem(service)}.service"
+        unit = self.plan.external.get(service) or f"{self.plan.unit_stem(service)}.service"
         (self.requires if required else self.wants).append(unit)
         self.after.append(unit)
 

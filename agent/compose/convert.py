@@ -19,6 +19,7 @@ file system's 255 bytes with room for the writer's temporary name (MAX_FILE_NAME
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,14 @@ def container_name(project: Project, service: str) -> str:
         raise ComposeError(where, ("services", service, "container_name"), str(exc)) from None
 
 
-def plan(project: Project, target: PodmanVersion) -> Plan:
+def plan(
+    project: Project, target: PodmanVersion, external: Mapping[str, str] | None = None
+) -> Plan:
     result = Plan(
         project=project,
         target=target,
         container_names={s: container_name(project, s) for s in project.services},
+        external=dict(external or {}),
     )
     for svc in project.services.values():
         for dep, spec in (svc.get("depends_on") or {}).items():
@@ -269,9 +273,15 @@ class _Resources:
         return unit
 
 
-def convert(project: Project, target: PodmanVersion, report: Report) -> list[UnitFile]:
-    """Every unit of the project, sorted by file name; findings go to `report`."""
-    the_plan = plan(project, target)
+def convert(
+    project: Project,
+    target: PodmanVersion,
+    report: Report,
+    external: Mapping[str, str] | None = None,
+) -> list[UnitFile]:
+    """Every unit of the project, sorted by file name; findings go to `report`.
+    `external`: services depended on that the project does not define -> their unit."""
+    the_plan = plan(project, target, external)
     resources = _Resources(project, target, report)
     units: list[UnitFile] = []
     networks, volumes = _used(project)

@@ -47,6 +47,9 @@ class LoadOptions:
     env_files: Sequence[Path] | None = None  # None: the project's .env, if present
     profiles: Sequence[str] = ()
     project_name: str | None = None
+    # Services that may be depended on without being defined (stack mode: the managed
+    # stack's own services, agent/stack/extra.py); converting maps them to their units.
+    external: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -325,7 +328,7 @@ class _Loader:
         if not project.services:
             raise ComposeError(files[0], "services", "the project defines no services")
         self.apply_profiles(project, env, files[0])
-        validate(project, files[0])
+        validate(project, files[0], options.external)
         return project
 
     def project_name(
@@ -387,15 +390,16 @@ class _Loader:
         project.services = enabled
 
 
-def validate(project: Project, file: Path) -> None:
-    """Cross references must resolve, and depends_on must not loop."""
+def validate(project: Project, file: Path, external: frozenset[str] = frozenset()) -> None:
+    """Cross references must resolve (a dependency on an `external` service is one that
+    the project does not define), and depends_on must not loop."""
     services = project.services
     for name, svc in services.items():
         where = project.origin.get(name, file)
         if "image" not in svc and "build" not in svc:
             raise ComposeError(where, ("services", name), "has neither 'image' nor 'build'")
         for dep in svc.get("depends_on") or {}:
-            if dep not in services:
+            if dep not in services and dep not in external:
                 raise ComposeError(
                     where,
                     ("services", name, "depends_on", dep),
@@ -452,7 +456,7 @@ def _check_cycles(project: Project, file: Path) -> None:
         chain: list[str] = [root]
         state[root] = 1
         # each service's dependencies, sorted and reversed: pop() takes the next one
-        pending = [sorted(project.services[root].get("depends_on") or {}, reverse=True)]
+        pending = [_defined_deps(project, root)]
         while chain:
             if not pending[-1]:
                 state[chain.pop()] = 2
@@ -470,7 +474,14 @@ def _check_cycles(project: Project, file: Path) -> None:
                 )
             state[dep] = 1
             chain.append(dep)
-            pending.append(sorted(project.services[dep].get("depends_on") or {}, reverse=True))
+            pending.append(_defined_deps(project, dep))
+
+
+def _defined_deps(project: Project, name: str) -> list[str]:
+    """A service's dependencies the project defines (an external one cannot loop back),
+    sorted and reversed: pop() takes the next one."""
+    deps = project.services[name].get("depends_on") or {}
+    return sorted((d for d in deps if d in project.services), reverse=True)
 
 
 def _resolved(path: Path) -> Path:

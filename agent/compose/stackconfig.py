@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from ..config import published_address
 from . import dotenv
 from .errors import ComposeError, name_like
 from .loader import Project
@@ -240,6 +241,18 @@ class _Builder:
         ports = self.ports(role, svc)
         if ports is not None:
             out["ports"] = ports
+            remote = [p for p in ports if _remote(p)]
+            if role.key == "ollama" and remote:
+                # agent.yaml refuses Ollama (no authentication) on another host's reach
+                # without this; the compose project published it so: carried, and said.
+                out["allow_remote"] = True
+                self.note(
+                    role.key,
+                    "ports",
+                    f"Ollama is published on {', '.join(remote)}, reachable from other "
+                    "hosts and without authentication, so the stack config says "
+                    "allow_remote: true; publish 127.0.0.1 only unless other hosts need it",
+                )
         env = self.environment(role, svc)
         if role.key == "postgres":
             out["database"], out["user"] = self.postgres_names(env)
@@ -693,3 +706,9 @@ def stack_config(project: Project, report: Report) -> StackImport:
     builder = _Builder(project, services, report)
     data = builder.build()
     return StackImport(True, "", services, data, builder.todo, builder.values)
+
+
+def _remote(port: str) -> bool:
+    """A published `address:port` other hosts may reach (not loopback)."""
+    address = published_address(port)
+    return address is not None and not address.is_loopback

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from .. import podman_api, systemd_ctl
 from ..ollama_api import parse_version
 from ..podman_api import Container
+from ..stack.model import Member
 from .context import (
     DEFAULT_OLLAMA_URL,
     FIX_PODMAN_FIRST,
@@ -32,27 +33,35 @@ from .context import (
 
 
 def check_services(ctx: Context) -> list[Finding]:
-    """Each enabled service: its unit active and its container healthy."""
-    enabled = ctx.enabled()
-    if not enabled:
-        return [ok("services", "no service enabled in stack")]
+    """Each service of the stack (stack.extra's too): its unit active and its container
+    healthy; a project of stack.extra that cannot join is named."""
+    left_out = [
+        problem("services", f"stack.extra project {project} is not in the stack: {why}",
+                "fix the compose file or stack.extra in the config, then: aistack up")
+        for project, why in ctx.extra_problems().items()
+    ]  # fmt: skip
+    members = ctx.members()
+    if not members:
+        return left_out or [ok("services", "no service enabled in stack")]
     try:
         states = ctx.unit_states()
     except systemd_ctl.SystemdError as exc:
         hint = "run doctor as root on the stack's host; systemctl status dbus.socket"
         return [problem("services", f"cannot read the services' units: {exc}", hint)]
     findings = []
-    for spec in enabled:
-        severity, summary, fix = _service_verdict(ctx, spec.name, states[f"{spec.name}.service"])
-        findings.append(Finding("services", severity, f"{spec.name}: {summary}", fix))
-    return findings
+    for member in members:
+        severity, summary, fix = _service_verdict(ctx, member, states[member.unit])
+        findings.append(Finding("services", severity, f"{member.name}: {summary}", fix))
+    return findings + left_out
 
 
 def _service_verdict(
-    ctx: Context, name: str, st: systemd_ctl.UnitState
+    ctx: Context, member: Member, st: systemd_ctl.UnitState
 ) -> tuple[Severity, str, str | None]:
-    unit = f"{name}.service"
+    name, unit = member.name, member.unit
     logs = f"journalctl -u {unit} -n 50"
+    if member.oneshot and st.active_state == "active" and st.sub_state == "exited":
+        return OK, "ran to completion (a one-shot job)", None
     if st.load_state == "not-found":
         return PROBLEM, f"no unit {unit} (not installed)", "aistack up (writes and starts it)"
     if st.active_state == "failed":
@@ -62,14 +71,14 @@ def _service_verdict(
     if st.active_state != "active":
         return WARNING, f"unit {st.active_state} ({st.sub_state})", f"run doctor again; {logs}"
     try:
-        container = ctx.inspect(name)
+        container = ctx.inspect(member.container)
     except (PodmanDown, podman_api.PodmanApiError) as exc:
         return WARNING, f"unit active; container not checked ({exc})", FIX_PODMAN_FIRST
     if container is None or not container.running:
         return PROBLEM, "unit active but no running container", f"aistack restart {name}; {logs}"
     health = container.health
     if health == "unhealthy":
-        fix = f"{logs}; podman healthcheck run {name}; aistack restart {name}"
+        fix = f"{logs}; podman healthcheck run {member.container}; aistack restart {name}"
         return PROBLEM, "container unhealthy (its health check fails)", fix
     if health == "starting":
         return WARNING, "health check still starting", "wait, then run doctor again"

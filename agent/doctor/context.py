@@ -15,7 +15,8 @@ from typing import Any, Literal
 from .. import client, podman_api, systemd_ctl
 from ..config import AgentConfig
 from ..podman_api import Container
-from ..stack.model import ServiceSpec, enabled, spec_of
+from ..stack import extra
+from ..stack.model import Member, ServiceSpec, enabled, spec_of
 
 Severity = Literal["ok", "warning", "problem"]
 OK: Severity = "ok"
@@ -154,6 +155,14 @@ class Context:
     def enabled(self) -> list[ServiceSpec]:
         return list(enabled(self.config.stack))
 
+    def members(self) -> list[Member]:
+        """Every service of the stack: the core ones and stack.extra's, in start order."""
+        return list(self._cached("members", lambda: extra.members(self.config.stack)))
+
+    def extra_problems(self) -> dict[str, str]:
+        """Projects of stack.extra left out of the stack, and why."""
+        return dict(self._cached("extra-problems", lambda: extra.problems(self.config.stack)))
+
     def is_enabled(self, name: str) -> bool:
         return any(s.name == name for s in self.enabled())
 
@@ -203,7 +212,7 @@ class Context:
         return self._cached("status", fetch)  # type: ignore[no-any-return]
 
     def unit_states(self) -> dict[str, systemd_ctl.UnitState]:
-        units = [f"{s.name}.service" for s in self.enabled()]
+        units = [m.unit for m in self.members()]
         return self._cached("units", lambda: systemd_ctl.unit_states(units))  # type: ignore[no-any-return]
 
     def service_urls(self, name: str, port: int) -> list[str]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from .checks_backends import check_backends
 from .checks_host import check_agent, check_disk, check_network, check_podman
 from .checks_resources import check_gpu, check_memory
 from .checks_services import (
@@ -43,6 +44,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("webui-ollama", check_webui_ollama),
     ("webui-litellm", check_webui_litellm),
     ("postgres", check_postgres),
+    ("backends", check_backends),
     ("memory", check_memory),
     ("gpu", check_gpu),
     ("disk", check_disk),

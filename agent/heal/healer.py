@@ -30,6 +30,7 @@ from .. import systemd_ctl
 from ..config import AgentConfig
 from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
 from ..stack.actuator import Act, Actuator
+from ..stack.extra import member_names
 from ..views import (
     EMPTY_PROBES,
     EMPTY_STACK,
@@ -42,7 +43,15 @@ from ..views import (
     freeze_map,
 )
 from . import state as heal_state
-from .policy import Action, Observation, ServiceHealState, decide, manual_reset, reload_reset
+from .policy import (
+    SERVICE_ORDER,
+    Action,
+    Observation,
+    ServiceHealState,
+    decide,
+    manual_reset,
+    reload_reset,
+)
 from .xid import XidRule
 
 log = structlog.get_logger(component="heal")
@@ -120,6 +129,14 @@ def observations(
     return out
 
 
+def dependencies(snaps: Mapping[str, SourceSnapshot[Any]]) -> dict[str, tuple[str, ...]]:
+    """Each service's hard dependencies, as the stack snapshot's catalogue says (the core
+    stack's and the extra services' Requires=)."""
+    stack = snaps.get("stack")
+    services = stack.view(StackView, EMPTY_STACK).services if stack is not None else {}
+    return {name: svc.requires for name, svc in services.items()}
+
+
 class Healer:
     def __init__(
         self,
@@ -137,6 +154,7 @@ class Healer:
         self.actuator.listen(self._on_act)
         self.xid = XidRule(self.actuator, xid_clock)
         self._gpu = config.gpu
+        self._stack = config.stack
         self.config = config.heal
         self._stale_after = max(3 * config.watch.interval, 30.0)
         self._clock = clock
@@ -154,6 +172,7 @@ class Healer:
         """A (re)loaded config; a reload also forgets every give-up: it may be the fix."""
         self.config = config.heal
         self._gpu = config.gpu
+        self._stack = config.stack
         self._stale_after = max(3 * config.watch.interval, 30.0)
         if reloaded and self._loaded:
             self._states = reload_reset(self._states)
@@ -182,7 +201,8 @@ class Healer:
 
     async def load(self) -> None:
         """Read the policy's state file (run() does this first)."""
-        loaded = await asyncio.to_thread(heal_state.load, self.config.state_file)
+        names = (*SERVICE_ORDER, *await asyncio.to_thread(member_names, self._stack))
+        loaded = await asyncio.to_thread(heal_state.load, self.config.state_file, names)
         self._states, self._warnings, self._loaded = loaded.states, loaded.warnings, True
         self._saved = _durable(self._states)
 
@@ -258,7 +278,9 @@ class Healer:
         actions: list[Action] = []
         if self.config.enabled and blind.reason is None:
             obs = observations(snaps, self.actuator.busy)
-            actions, self._states = decide(self.config, obs, self._states, now, self._rng)
+            actions, self._states = decide(
+                self.config, obs, self._states, now, self._rng, dependencies(snaps)
+            )
             for action in actions:
                 self._start(action)
         await self._save()

@@ -35,7 +35,7 @@ a backend is down, so it waits for nothing and is never restarted for a backend'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -126,22 +126,28 @@ def decide(
     state: Mapping[str, ServiceHealState],
     now: float,
     rng: Callable[[], float],
+    dependencies: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[Action], dict[str, ServiceHealState]]:
     """One round: the actions to take, in dependency order, and the new state.
 
-    Services in `state` but not observed (disabled, say) keep their state untouched.
+    `dependencies`: each service's hard dependencies (the stack snapshot's `requires`,
+    extra services' included); the core stack's own by default. Services come in the
+    core's start order, then the others in the order observed (the catalogue's start
+    order: a dependency is decided before its dependents). Services in `state` but not
+    observed (disabled, say) keep their state untouched.
     """
     new_state = dict(state)
     actions: list[Action] = []
     if not config.enabled:
         return actions, new_state
+    deps = DEPENDENCIES if dependencies is None else dependencies
     known = [s for s in SERVICE_ORDER if s in observations]
-    others = sorted(set(observations) - set(SERVICE_ORDER))
+    others = [s for s in observations if s not in SERVICE_ORDER]
     round_ = _Round()
     for name in known + others:
         action, new_state[name] = _decide_one(
             config, name, observations[name], state.get(name, ServiceHealState()),
-            now, rng, round_,
+            now, rng, round_, tuple(deps.get(name, ())),
         )  # fmt: skip
         if action is not None:
             actions.append(action)
@@ -170,6 +176,7 @@ def _decide_one(
     now: float,
     rng: Callable[[], float],
     round_: _Round,
+    needs: tuple[str, ...] = (),
 ) -> tuple[Action | None, ServiceHealState]:
     window_start = now - config.give_up_window
     # A clock stepped backwards must not leave a backoff longer than the cap.
@@ -183,7 +190,7 @@ def _decide_one(
         # because a hard dependency failed (Requires=): it then stays stopped after the
         # dependency is back (a restart of the dependency only restarts running
         # dependents), so the policy remembers it (waiting-for-dependency) and starts it.
-        deps_down = [d for d in DEPENDENCIES.get(name, ()) if d in round_.down]
+        deps_down = [d for d in needs if d in round_.down]
         stopped = obs.active_state == "inactive"
         if stopped and deps_down:
             round_.down[name] = f"stopped with {', '.join(deps_down)}"
@@ -198,7 +205,7 @@ def _decide_one(
         # A dependency that ended cleanly stopped was stopped on purpose: systemd stopped
         # this one first (Requires=) while it was still deactivating. The dependent stays
         # stopped with it; starting it would start the dependency again.
-        on_purpose = [d for d in DEPENDENCIES.get(name, ()) if d in round_.stopped]
+        on_purpose = [d for d in needs if d in round_.stopped]
         if on_purpose or not (stopped and st.status == "waiting-for-dependency"):
             if stopped:
                 round_.stopped.add(name)
@@ -243,7 +250,7 @@ def _decide_one(
         return None, replace(st, status="ok", waiting_for=(), reason=reason)
     if st.status == "gave-up":
         return None, st  # until a manual restart, a reload, or recovery
-    deps_down = [d for d in DEPENDENCIES.get(name, ()) if d in round_.down]
+    deps_down = [d for d in needs if d in round_.down]
     waiting = st.status == "waiting-for-dependency"
     if problem is None and (deps_down or not waiting):
         return None, st  # unhealthy within its grace, or probes failing below the threshold

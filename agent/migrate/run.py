@@ -42,6 +42,7 @@ from ..backup.runner import BackupRunner
 from ..backup.sources import PodmanExecSource
 from ..backup.store import BackupStore
 from ..config import BackupConfig, ConfigError, parse_config
+from ..config_text import replace_top_level, stack_section
 from ..stack import probes
 from . import checks, manifest
 from .copy import copy_tree, size_text, tree_size
@@ -95,6 +96,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+MIGRATE_LEAD = "# stack: written by aistack migrate"
+
+
 def desired_config(old: OldStack, options: Options, current: str) -> str:
     """agent.yaml with the stack: section of the project (and the backups' names when the
     project's database differs); the rest of the file, comments included, is kept."""
@@ -103,8 +107,10 @@ def desired_config(old: OldStack, options: Options, current: str) -> str:
         for role, data in old.data.items():
             stack[role]["data"] = str(data.path)
     block = yaml.safe_dump({"stack": stack}, sort_keys=False, default_flow_style=False, width=100)
-    head = f"# stack: written by aistack migrate from {', '.join(map(str, old.files))}\n"
-    text = _replace_top_level(current, "stack", head + block)
+    if extra := stack_section(current).get("extra"):
+        stack["extra"] = extra  # the extra services stay in the stack
+    head = f"{MIGRATE_LEAD} from {', '.join(map(str, old.files))}\n"
+    text = replace_top_level(current, "stack", head + block, lead=MIGRATE_LEAD)
     if old.postgres is not None:
         database, user = old.postgres
         wanted = {"database": database, "user": user}
@@ -113,26 +119,8 @@ def desired_config(old: OldStack, options: Options, current: str) -> str:
             backups = dict(loaded.get("backups") or {})
             backups.update(wanted)
             body = yaml.safe_dump({"backups": backups}, sort_keys=False)
-            text = _replace_top_level(text, "backups", body)
+            text = replace_top_level(text, "backups", body)
     return text
-
-
-def _replace_top_level(text: str, key: str, block: str) -> str:
-    """Replace the top-level `key:` block of a YAML text (up to the next top-level key),
-    or append it."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if re.match(rf"{key}\s*:", line)), None)
-    if start is None:
-        sep = "" if not text or text.endswith("\n") else "\n"
-        return text + sep + block
-    end = start + 1
-    while end < len(lines) and not re.match(r"[A-Za-z_][\w-]*\s*:", lines[end]):
-        end += 1
-    while end > start + 1 and lines[end - 1].lstrip().startswith("#"):
-        end -= 1  # a comment block just above the next key belongs to that key
-    if start > 0 and lines[start - 1].startswith("# stack: written by aistack migrate"):
-        start -= 1
-    return "".join(lines[:start]) + block + "".join(lines[end:])
 
 
 def config_diff(current: str, wanted: str, path: Path) -> str:
@@ -569,7 +557,7 @@ class Migration:
         opt = self.options
         if self.state.is_done("config") or self.state.config_saved:
             current = _read(opt.config_path) or ""
-            off = _replace_top_level(
+            off = replace_top_level(
                 current,
                 "stack",
                 yaml.safe_dump(
@@ -580,6 +568,7 @@ class Migration:
                         }
                     }
                 ),
+                lead=MIGRATE_LEAD,
             )
             try:
                 write_atomic(opt.config_path, off.encode(), mode=0o644)

@@ -27,11 +27,11 @@ import structlog
 from .. import podman_api, systemd_ctl
 from ..atomic import write_atomic
 from ..config import AgentConfig
-from . import models, secrets
+from . import extra, models, secrets
 from .facts import host_facts
 from .model import START_TIMEOUT, STOP_TIMEOUT, unit_of
 from .plan import Plan, plan, planned, read_installed
-from .render import LITELLM_CONFIG, RenderError, render
+from .render import LITELLM_CONFIG, ExtraUnits, RenderError, render
 
 log = structlog.get_logger(component="stack.apply")
 
@@ -112,6 +112,8 @@ def execute(
     for name in todo.stop:
         progress(f"stopping {name} (no longer in the config)")
         outcome = systemd_ctl.stop(unit_of(name), STOP_TIMEOUT)
+        if outcome.active_state == "failed":  # killed at the stop timeout: stopped all the same
+            systemd_ctl.reset_failed(unit_of(name))
         if outcome.ok:
             report.stopped.append(name)
         else:
@@ -163,7 +165,11 @@ def apply(
     stack = config.stack
     socket = config.watch.podman_socket
     try:
-        rendered = render(stack, host_facts(config))
+        facts = host_facts(config)
+        extras = extra.load(stack, facts.podman)  # the compose files, read again now
+        if extras.problems:
+            raise RenderError(list(extras.problems.values()))
+        rendered = render(stack, facts, extras=ExtraUnits(extras.files, extras.services))
     except RenderError as exc:
         report.ok, report.problems = False, exc.problems
         return report

@@ -7,7 +7,8 @@ and `psql` work without it.
 
 Exit codes: 0 done (render --diff: nothing would change), 1 render --diff: files would
 change; up/down/restart: a service did not come up or stop, 3 the agent is not answering,
-65 the config cannot be applied (each problem named; nothing changed), 78 invalid config.
+64 down/restart/logs: no such service (the stack's are listed), 65 the config cannot be
+applied (each problem named; nothing changed), 78 invalid config.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from typing import Any
 from .. import client
 from ..client import AgentUnreachable
 from ..config import AgentConfig, load_config, resolve_path
-from . import models
+from . import extra, models
 from .facts import host_facts
-from .model import ORDER, enabled_names
+from .model import ORDER
 from .plan import changes, planned
-from .render import RenderError, render
+from .render import ExtraUnits, RenderError, render
 
 EX_CHANGES = 1
 EX_FAILED = 1
 EX_UNREACHABLE = 3
 EX_DATAERR = 65
+EX_USAGE = 64  # an unknown service name (sysexits.h)
 
 
 def _load(args: argparse.Namespace) -> AgentConfig:
@@ -43,7 +45,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     config = _load(args)
     try:
         facts = host_facts(config)
-        rendered = render(config.stack, facts)
+        extras = extra.load(config.stack, facts.podman)  # the compose files, as up reads them
+        if extras.problems:
+            raise RenderError(list(extras.problems.values()))
+        rendered = render(config.stack, facts, extras=ExtraUnits(extras.files, extras.services))
     except RenderError as exc:
         for problem in exc.problems:
             print(f"aistack render: {problem}", file=sys.stderr)
@@ -152,13 +157,21 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0 if status == 200 else EX_FAILED
 
 
+def _unknown(command: str, name: str, known: tuple[str, ...]) -> int:
+    print(f"aistack {command}: no service {name!r}; the stack has: {', '.join(known)}",
+          file=sys.stderr)  # fmt: skip
+    return EX_USAGE
+
+
 def _act(args: argparse.Namespace, action: str) -> int:
     config = _load(args)
+    known = extra.member_names(config.stack)  # core + stack.extra, in start order
+    if args.service and args.service not in known:
+        return _unknown(args.command, args.service, known)
     if args.service:
         names = [args.service]
     else:
-        ordered = list(reversed(ORDER)) if action == "stop" else list(ORDER)
-        names = [n for n in ordered if n in enabled_names(config.stack)]
+        names = list(reversed(known)) if action == "stop" else list(known)
     code = 0
     for name in names:
         print(f"{action} {name} ...", file=sys.stderr, flush=True)
@@ -264,6 +277,9 @@ def cmd_secrets(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    known = extra.member_names(_load(args).stack)
+    if args.service not in known:
+        return _unknown("logs", args.service, known)
     argv = ["journalctl", "--no-pager", "-u", f"{args.service}.service", "-n", str(args.lines)]
     if args.follow:
         argv.append("--follow")
@@ -301,18 +317,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, func, what in (("down", cmd_down, "stop"), ("restart", cmd_restart, "restart")):
         p = sub.add_parser(
             name, help=f"{what} one service, or the whole stack in order",
-            description=f"{what.capitalize()} SERVICE (ollama, open-webui, litellm, postgres), "
-            "or every enabled one in dependency order, through the agent.",
+            description=f"{what.capitalize()} SERVICE (ollama, open-webui, litellm, postgres, "
+            "or an extra service of stack.extra, e.g. tools-web), or every enabled one in "
+            "dependency order, through the agent.",
             epilog=epilog, formatter_class=fmt,
         )  # fmt: skip
-        p.add_argument("service", nargs="?", choices=ORDER, help="one service (default: all)")
+        p.add_argument(
+            "service",
+            nargs="?",
+            metavar="SERVICE",
+            help=f"one service: {', '.join(ORDER)} or an extra one (default: all)",
+        )
         p.add_argument("--timeout", type=float, default=1800, help="seconds to wait (1800)")
         p.set_defaults(func=func)
     logs = sub.add_parser(
         "logs", help="a service's log, from the journal",
         description="Show SERVICE's log (journalctl -u SERVICE.service); -f follows it.",
     )  # fmt: skip
-    logs.add_argument("service", choices=ORDER)
+    logs.add_argument(
+        "service",
+        metavar="SERVICE",
+        help=f"{', '.join(ORDER)} or an extra service (e.g. tools-web)",
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=100, help="lines of history (100)")
     logs.set_defaults(func=cmd_logs)

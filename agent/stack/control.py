@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..config import AgentConfig
-from . import models, secrets
+from . import extra, models, secrets
 from .actuator import ActionName, Actuator
 from .apply import ApplyReport, apply
 from .model import SERVICES
@@ -109,11 +109,11 @@ class StackControl:
 
     async def service(self, name: str, action: str) -> ServiceResult:
         stack = self._config().stack
-        known = {s.name: s.settings(stack).enabled for s in SERVICES}
-        if name not in known:
-            raise UnknownService(f"no service {name!r}; the stack has {', '.join(known)}")
-        if not known[name]:
-            raise UnknownService(f"service {name!r} is disabled in stack.{name.replace('-', '_')}")
+        names = await asyncio.to_thread(extra.member_names, stack)  # core + stack.extra
+        if name not in names:
+            core = {s.name for s in SERVICES}
+            why = f"disabled in stack.{name.replace('-', '_')}; " if name in core else ""
+            raise UnknownService(f"no service {name!r} ({why}the stack has {', '.join(names)})")
         if action not in ACTIONS:
             raise UnknownService(f"no action {action!r}; one of {', '.join(ACTIONS)}")
         verb: ActionName = "start" if action == "start" else "stop" if action == "stop" \

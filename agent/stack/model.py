@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import LitellmConfig, OllamaConfig, OpenWebuiConfig, PostgresConfig, StackConfig
 
@@ -74,3 +75,37 @@ def enabled(stack: StackConfig) -> tuple[ServiceSpec, ...]:
 
 def enabled_names(stack: StackConfig) -> tuple[str, ...]:
     return tuple(s.name for s in enabled(stack))
+
+
+@dataclass(frozen=True)
+class Member:
+    """One service of the managed stack at run time: a core service, or an extra one from
+    a compose project in `stack.extra` (agent/stack/extra.py builds those). The watcher,
+    the healer, the control API, the CLI and doctor read this, never SERVICES alone."""
+
+    name: str  # the unit's stem: postgres, tools-web
+    container: str  # the container's name (a compose service's container_name)
+    project: str | None = None  # the compose project; None for a core service
+    requires: tuple[str, ...] = ()  # members it needs (Requires=): the healer waits for them
+    wants: tuple[str, ...] = ()  # members it is ordered after without needing them
+    oneshot: bool = False  # runs once to completion (service_completed_successfully)
+    ports: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()  # the compose files it comes from (extras)
+
+    @property
+    def unit(self) -> str:
+        return unit_of(self.name)
+
+
+def core_members(stack: StackConfig) -> tuple[Member, ...]:
+    """The enabled core services as members, in start order."""
+    names = enabled_names(stack)
+    return tuple(
+        Member(
+            s.name,
+            s.name,
+            requires=tuple(d for d in DEPENDENCIES.get(s.name, ()) if d in names),
+            ports=tuple(s.settings(stack).ports),
+        )
+        for s in enabled(stack)
+    )

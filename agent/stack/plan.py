@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..compose.container import HEADER_LEAD
 from .model import SERVICES, VOLUMES, unit_of
 from .render import LITELLM_CONFIG, Rendered
+
+# The first line of a unit the compose importer wrote: an extra service's (stack.extra).
+EXTRA_MARK = f"# {HEADER_LEAD}"
 
 ACTIVE_STATES = ("active", "activating", "reloading")
 
@@ -91,10 +95,19 @@ def plan(
     (unit -> ActiveState). Pure: the same inputs give the same Plan."""
     files = planned(rendered, unit_dir)
     changed = diff(files, installed)
-    on_host = {p.stem for p in installed if p.parent == unit_dir and p.suffix == ".container"}
-    dropped = tuple(
+    containers = {p: t for p, t in installed.items()
+                  if p.parent == unit_dir and p.suffix == ".container"}  # fmt: skip
+    on_host = {p.stem for p in containers}
+    # Extra services dropped from stack.extra (their unit says the importer wrote it)
+    # stop first: they may need a core service. A stray file is only removed.
+    dropped_extras = sorted(
+        (p.stem for p, text in containers.items()
+         if text.startswith(EXTRA_MARK) and p.stem not in rendered.services),
+        reverse=True,
+    )  # fmt: skip
+    dropped = (*dropped_extras, *(
         s.name for s in reversed(SERVICES) if s.name in on_host - set(rendered.services)
-    )
+    ))  # fmt: skip
     purge = tuple(
         f"aistack-{Path(VOLUMES[name]).stem}" for name in dropped if purge_data and name in VOLUMES
     )

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from ..config import StackConfig
+from ..config import LOCAL_OLLAMA_URL, StackConfig
 from ..quadlet.keys import PodmanVersion
 from ..quadlet.unit import UnitFile, UnitValueError
 from .model import NETWORK, ServiceSpec, enabled
@@ -126,8 +126,24 @@ def _fit_to_versions(unit: UnitFile, facts: HostFacts, warnings: list[str]) -> l
     return [f"{unit.name}: {problem}" for problem in unit.validate(facts.podman)]
 
 
-def render(stack: StackConfig, facts: HostFacts, templates: Path | None = None) -> Rendered:
-    """Every unit file of the enabled services, their network and volumes."""
+@dataclass(frozen=True)
+class ExtraUnits:
+    """The units of stack.extra's projects, converted by agent/stack/extra.py (which
+    reads the compose files): rendering takes them as data and stays pure."""
+
+    files: Mapping[str, str] = field(default_factory=dict)  # file name -> text
+    services: tuple[str, ...] = ()  # in start order
+
+
+def render(
+    stack: StackConfig,
+    facts: HostFacts,
+    templates: Path | None = None,
+    extras: ExtraUnits | None = None,
+) -> Rendered:
+    """Every unit file of the enabled services, their network and volumes, and the
+    extra services' units (after the core ones in start order)."""
+    extras = extras or ExtraUnits()
     source = templates or templates_dir()
     if not (source / NETWORK).is_file():
         raise RenderError(
@@ -149,7 +165,7 @@ def render(stack: StackConfig, facts: HostFacts, templates: Path | None = None) 
         unit.header = [GENERATED.format(template=f"units/{template}"), GENERATED_2]
         files[unit.name] = unit.render()
 
-    if services:
+    if services or extras.services:  # the extras join the stack's network too
         emit(load(NETWORK), NETWORK)
     for spec in services:
         svc: Any = getattr(stack, spec.config_key)
@@ -162,10 +178,15 @@ def render(stack: StackConfig, facts: HostFacts, templates: Path | None = None) 
         emit(unit, spec.template)
         if spec.volume and not getattr(svc, "data", ""):
             emit(load(spec.volume), spec.volume)
+    for name, text in extras.files.items():
+        if name in files:  # extra.py refuses this first; never replace a core unit
+            problems.append(f"stack.extra: unit file {name} is the core stack's")
+        files[name] = text
     if problems:
         raise RenderError(problems)
     litellm = _litellm_config(stack) if stack.litellm.enabled else None
-    return Rendered(files, litellm, tuple(s.name for s in services), tuple(warnings))
+    names = (*(s.name for s in services), *extras.services)
+    return Rendered(files, litellm, names, tuple(warnings))
 
 
 def _customise(
@@ -222,8 +243,49 @@ def _without_database(unit: UnitFile) -> None:
     unit.remove("Container", "Secret", "aistack-litellm-database-url,")
 
 
+# LiteLLM's router across the Ollama backends (docs/fleet.md): a request goes to a random
+# deployment of its model; a failed one is retried on another, and a deployment that
+# fails `allowed_fails` times in a minute is left out for `cooldown_time` seconds.
+# enable_weighted_failover: LiteLLM never cools down a backend that refuses connections
+# (a GPU host down), and its retries pick among all deployments again, so without it a
+# request whose tries all land on the dead one fails (tests/e2e/test_fleet.py); with it,
+# a request that failed is tried once more on the other deployments only. A LiteLLM that
+# predates the key ignores it (its proxy drops router_settings it does not know).
+ROUTER_SETTINGS: Mapping[str, Any] = {
+    "routing_strategy": "simple-shuffle",
+    "num_retries": 2,
+    "allowed_fails": 1,
+    "cooldown_time": 30,
+    "enable_weighted_failover": True,
+}
+
+
+def ollama_deployments(stack: StackConfig) -> list[dict[str, Any]]:
+    """One LiteLLM deployment per Ollama backend per model of stack.ollama.models, so
+    LiteLLM balances and fails over between them; the local Ollama is one of the backends
+    when it is enabled. Empty without stack.litellm.ollama_backends (a one-host stack's
+    model_list is the person's own)."""
+    backends = stack.litellm.backend_urls
+    if not backends:
+        return []
+    if stack.ollama.enabled:
+        backends = (LOCAL_OLLAMA_URL, *backends)
+    return [
+        {
+            "model_name": model,
+            "litellm_params": {"model": f"ollama_chat/{model}", "api_base": backend},
+        }
+        for model in stack.ollama.models
+        for backend in backends
+    ]
+
+
 def _litellm_config(stack: StackConfig) -> str:
-    """LiteLLM's config.yaml: the configured model_list; keys stay in the environment."""
-    body = {"model_list": list(stack.litellm.model_list)}
+    """LiteLLM's config.yaml: the configured model_list, then the Ollama backends'
+    deployments and the router's settings; keys stay in the environment."""
+    deployments = ollama_deployments(stack)
+    body: dict[str, Any] = {"model_list": [*stack.litellm.model_list, *deployments]}
+    if deployments:
+        body["router_settings"] = dict(ROUTER_SETTINGS)
     head = "# Generated by aistack from stack.litellm in /etc/aistack/agent.yaml: do not edit.\n"
     return head + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)

@@ -29,7 +29,7 @@ from .. import journal, podman_api, systemd_ctl
 from ..config import AgentConfig, StackConfig, WatchConfig
 from ..snapshot import SnapshotStore, SourceSnapshot, SourceState
 from ..stack import secrets
-from ..stack.model import enabled, enabled_names
+from ..stack.extra import members
 from ..views import EMPTY_STACK, EventView, ServiceView, StackView, freeze_map
 from .base import SourceUnavailable, Watcher
 from .events import ContainerEvent
@@ -90,9 +90,9 @@ def read_services(
     """Every enabled service now, and whether a stats sample was taken: `cached` (a
     recent sample) is reused when it covers every running service. With `last_words`, a
     service that exited or failed says why in its own words."""
-    specs = enabled(stack)
+    specs = members(stack)
     states = systemd_ctl.unit_states(s.unit for s in specs)
-    running = [s.name for s in specs if states[s.unit].active_state == "active"]
+    running = [s.container for s in specs if states[s.unit].active_state == "active"]
     podman_ok = True
     sampled = cached is None or any(name not in cached for name in running)
     stats: Mapping[str, Any] = cached or {}
@@ -108,7 +108,7 @@ def read_services(
         container = None
         if podman_ok:
             try:
-                container = podman_api.inspect_container(socket, spec.name)
+                container = podman_api.inspect_container(socket, spec.container)
             except podman_api.PodmanApiError:
                 podman_ok = False  # the socket is down: the other inspects would fail too
         health = (container.health if container else "") or "unknown"
@@ -132,9 +132,13 @@ def read_services(
             image_digest=container.image_digest if container else None,
             started_at=container.started_at if container else _iso(st.active_enter_timestamp),
             restarts=st.n_restarts,
-            memory_bytes=(stats.get(spec.name) or {}).get("MemUsage") if container else None,
-            cpu_seconds=_cpu_seconds(stats.get(spec.name)) if container else None,
-            ports=tuple(spec.settings(stack).ports),
+            memory_bytes=(stats.get(spec.container) or {}).get("MemUsage") if container else None,
+            cpu_seconds=_cpu_seconds(stats.get(spec.container)) if container else None,
+            ports=spec.ports,
+            container=spec.container,
+            project=spec.project,
+            oneshot=spec.oneshot,
+            requires=spec.requires,
         )
         view = services[spec.name]
         error = describe(view)
@@ -160,6 +164,8 @@ def describe(svc: ServiceView) -> str | None:
     if svc.active_state in ("activating", "deactivating", "reloading"):
         after = f" after {svc.result}" if svc.result not in ("", "success") else ""
         return f"{svc.active_state} ({svc.sub_state}{after})"
+    if svc.oneshot and svc.active_state == "active" and svc.sub_state == "exited":
+        return None  # a one-shot job that ran to completion (its container is gone)
     if svc.active_state == "active" and svc.container_state not in ("running", "unknown"):
         return f"container {svc.container_state}"
     if svc.health == "unhealthy":
@@ -246,7 +252,6 @@ class StackWatcher(Watcher):
     ) -> None:
         super().__init__(store, config)
         self.stack = StackConfig()
-        self._names = frozenset(enabled_names(self.stack))
         self._clock = clock
         self._monotonic = monotonic
         self._stats: dict[str, Any] = {}
@@ -262,15 +267,19 @@ class StackWatcher(Watcher):
 
     def configure(self, config: AgentConfig) -> None:
         self.stack = config.stack
-        self._names = frozenset(enabled_names(config.stack))
         super().configure(config)
 
+    def _containers(self) -> dict[str, str]:
+        """Container name -> service, from the one catalogue (core + stack.extra; cached
+        by the compose files' stamps, so an edited project is followed)."""
+        return {m.container: m.name for m in members(self.stack)}
+
     def services(self) -> frozenset[str]:
-        return self._names
+        return frozenset(m.name for m in members(self.stack))
 
     def is_service(self, name: str) -> bool:
         """Whether a container of this name is one of the stack's (enabled) services."""
-        return name in self._names
+        return name in self._containers()
 
     def units(self) -> frozenset[str]:
         return frozenset(f"{name}.service" for name in self.services())
@@ -279,8 +288,10 @@ class StackWatcher(Watcher):
         """From the libpod event stream: remember it, and look again now when it may
         change a service's state (health_status repeats every check: only a change).
         True when it did (the caller may wake the probes too)."""
-        if event.name not in self.services():
+        service = self._containers().get(event.name)
+        if service is None:
             return False
+        event = replace(event, name=service)  # from here on: the service's name
         if event.action == "health_status":
             seen = (event.id, event.health)
             if self._health_seen.get(event.name) == seen:

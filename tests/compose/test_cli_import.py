@@ -11,6 +11,7 @@ import pytest
 
 from agent.cli import main
 from agent.compose import cli as compose_cli
+from agent.config import parse_config
 from agent.quadlet import PodmanVersion
 from tests.compose.golden import FIXTURES, INVALID
 
@@ -319,3 +320,82 @@ def test_the_next_step_line_fits_where_the_units_went(
     code, _, err = run(["-f", str(file), "--podman-version", "5.4"], capsys)
     nxt = next(line for line in err.splitlines() if line.startswith("next:"))
     assert "write the units to /etc/containers/systemd/" in nxt and "(-o DIR)" in nxt
+
+
+# --- --into-stack: the project joins the managed stack (stack.extra) -------------------
+
+INTO = """\
+services:
+  web:
+    image: docker.io/library/busybox
+    command: ["httpd", "-f", "-p", "8080"]
+    depends_on: [db]
+  db:
+    image: postgres:16
+"""
+
+
+def _agent_yaml(tmp_path: Path) -> Path:
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "# my comment\napi:\n  token_file: /nonexistent/token  # kept\n"
+        "stack:\n  gpu: none\n# after the stack\nheal:\n  enabled: true\n"
+    )
+    return config
+
+
+def test_into_stack_writes_the_entry_and_keeps_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compose = _write(tmp_path / "tools", INTO)
+    config = _agent_yaml(tmp_path)
+    before = config.read_text()
+    code, _, err = run(["--into-stack", "-f", str(compose), "-p", "tools",
+                        "--config", str(config), "--podman-version", "5.4"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert err.rstrip().endswith("next: aistack up")
+    assert "tools-web" in err and "postgres is the stack's own db" in err
+    text = config.read_text()
+    assert text.startswith("# my comment\n") and "token_file: /nonexistent/token  # kept" in text
+    assert "# after the stack\nheal:" in text
+    (entry,) = parse_config(text).stack.extra
+    assert entry.project == "tools" and entry.files == (compose,)
+    saved = tmp_path / "agent.yaml.pre-import"
+    assert saved.read_text() == before and stat.S_IMODE(saved.stat().st_mode) == 0o600
+    # again, with a profile: the entry of the same project is replaced, not added
+    code, _, _ = run(["--into-stack", "-f", str(compose), "-p", "tools",
+                      "--profile", "x", "--config", str(config), "--podman-version", "5.4"],
+                     capsys)  # fmt: skip
+    assert code == 0
+    (entry,) = parse_config(config.read_text()).stack.extra
+    assert entry.profiles == ("x",)
+
+
+def test_into_stack_refuses_what_up_would_refuse_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _agent_yaml(tmp_path)
+    before = config.read_text()
+    broken = _write(tmp_path / "broken", "services:\n  web:\n    imgae: x\n")
+    code, _, err = run(["--into-stack", "-f", str(broken), "-p", "b",
+                        "--config", str(config)], capsys)  # fmt: skip
+    assert code == 65 and str(broken) in err and "imgae" in err and "nothing written" in err
+    lossy = _write(
+        tmp_path / "lossy", INTO.replace("    depends_on", "    develop: {}\n    depends_on")
+    )
+    code, _, err = run(["--into-stack", "-f", str(lossy), "-p", "l",
+                        "--config", str(config), "--podman-version", "5.4"], capsys)  # fmt: skip
+    assert code == 2 and "develop" in err
+    home = Path("/home/someone/compose.yaml")
+    code, _, err = run(["--into-stack", "-f", str(home), "-p", "h",
+                        "--config", str(config)], capsys)  # fmt: skip
+    assert code == 65 and "ProtectHome" in err
+    no_pg = tmp_path / "no-pg.yaml"
+    no_pg.write_text(before.replace("  gpu: none\n", "  gpu: none\n  postgres: {enabled: false}\n"
+                                    "  litellm: {enabled: false}\n"))  # fmt: skip
+    nopg_before = no_pg.read_text()
+    compose = _write(tmp_path / "t", INTO)
+    code, _, err = run(["--into-stack", "-f", str(compose), "-p", "t", "--config", str(no_pg),
+                        "--podman-version", "5.4"], capsys)  # fmt: skip
+    assert code == 65 and "disabled" in err and no_pg.read_text() == nopg_before
+    assert config.read_text() == before and not (tmp_path / "agent.yaml.pre-import").exists()

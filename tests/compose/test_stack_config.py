@@ -290,6 +290,8 @@ def test_recognised_by_image_not_by_name(
     assert stack.gpu == "nvidia"
     assert stack.ollama.image == "docker.io/ollama/ollama:0.5.7"
     assert stack.ollama.ports == ("0.0.0.0:11434",)
+    assert stack.ollama.allow_remote  # carried as compose had it, and said (a note)
+    assert "allow_remote: true" in err + stdout
     assert dict(stack.ollama.env) == {"OLLAMA_DEBUG": "false", "OLLAMA_NUM_PARALLEL": "4"}
     assert stack.open_webui.ports == ("127.0.0.1:3000",)
     assert dict(stack.open_webui.env) == {

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 PROM = "http://127.0.0.1:9090"
 ALERTMANAGER = "http://127.0.0.1:9093"
+AM_TEMPLATES = Path("/usr/share/prometheus/alertmanager")
 RULES_GLOB = "/usr/share/aistack/prometheus/*.rules.yml"
 # Dashboard panels that must show series for a running stack (the rest need a GPU,
 # a backup run, or loaded models).
@@ -62,7 +63,8 @@ receivers:
 """
 
 
-def _binary(*names: str) -> Path:
+def binary(*names: str) -> Path:
+    """A Prometheus or Alertmanager binary of the host's (copied into guests: none there)."""
     for name in names:
         found = shutil.which(name)
         if found:
@@ -82,8 +84,11 @@ def monitored(
     transient units (systemd-run), so they go when stopped."""
     guest = session_guest
     testbed.start_stack(guest, agent_deb, _config(standin_images, postgres_image))
-    guest.copy_in(_binary("prometheus"), "/usr/local/bin/prometheus")
-    guest.copy_in(_binary("prometheus-alertmanager", "alertmanager"), "/usr/local/bin/alertmanager")
+    guest.copy_in(binary("prometheus"), "/usr/local/bin/prometheus")
+    guest.copy_in(binary("prometheus-alertmanager", "alertmanager"), "/usr/local/bin/alertmanager")
+    # Debian's Alertmanager reads its notification templates from this folder.
+    for template in sorted(AM_TEMPLATES.glob("*.tmpl")):
+        guest.copy_in(template, f"{AM_TEMPLATES}/{template.name}")
     guest.write_file("/etc/e2e-prometheus/prometheus.yml", PROMETHEUS_YML)
     guest.write_file("/etc/e2e-prometheus/alertmanager.yml", ALERTMANAGER_YML)
     guest.run(["rm", "-rf", "/var/lib/e2e-prometheus"])
@@ -102,16 +107,32 @@ def monitored(
     )  # fmt: skip
     guest.units_of_interest.update(units)
     try:
+        for name, url in (("Alertmanager", ALERTMANAGER), ("Prometheus", PROM)):
+            guest.wait_for(f"{name} ready", lambda u=url: _ready(guest, u), timeout=120)
         yield guest
     finally:
         guest.run(["systemctl", "stop", *units], check=False, timeout=120)
-        guest.run(["rm", "-rf", "/var/lib/e2e-prometheus", "/etc/e2e-prometheus"])
-        guest.run(["rm", "-f", "/usr/local/bin/prometheus", "/usr/local/bin/alertmanager"])
+        guest.run(["rm", "-rf", "/var/lib/e2e-prometheus", "/etc/e2e-prometheus",
+                   "/usr/share/prometheus", "/usr/local/bin/prometheus",
+                   "/usr/local/bin/alertmanager"])  # fmt: skip
         testbed.remove_stack(guest, "/etc/systemd/system/ollama.service.d")
         guest.reset()
 
 
-def _get(guest: Guest, url: str) -> Any:
+def _ready(guest: Guest, base: str) -> bool:
+    """/-/ready answers 200; a unit that died says why at once instead of a long wait."""
+    for unit in ("e2e-prometheus.service", "e2e-alertmanager.service"):
+        state = guest.unit_properties(unit, "ActiveState")["ActiveState"]
+        assert state in ("active", "activating"), f"{unit} {state}:\n{guest.journal(unit)}"
+    try:
+        code, _ = guest.http("GET", f"{base}/-/ready")
+    except testbed.GuestCommandError:
+        return False
+    return code == 200
+
+
+def get_json(guest: Guest, url: str) -> Any:
+    """GET a JSON document from inside the guest; None while nothing answers or not 200."""
     try:
         code, body = guest.http("GET", url)
     except testbed.GuestCommandError:
@@ -120,7 +141,7 @@ def _get(guest: Guest, url: str) -> Any:
 
 
 def _query(guest: Guest, expr: str) -> dict[str, Any]:
-    doc = _get(guest, f"{PROM}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    doc = get_json(guest, f"{PROM}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     assert doc is not None and doc["status"] == "success", (expr, doc)
     data: dict[str, Any] = doc["data"]
     return data
@@ -128,7 +149,7 @@ def _query(guest: Guest, expr: str) -> dict[str, Any]:
 
 def _alerts(guest: Guest, name: str) -> list[dict[str, Any]]:
     """Alertmanager's active alerts of that name (API v2)."""
-    doc = _get(guest, f"{ALERTMANAGER}/api/v2/alerts?active=true&silenced=false")
+    doc = get_json(guest, f"{ALERTMANAGER}/api/v2/alerts?active=true&silenced=false")
     return [a for a in doc or [] if a["labels"].get("alertname") == name]
 
 
@@ -136,12 +157,12 @@ def test_prometheus_scrapes_the_agent_with_the_shipped_rules(monitored: Guest) -
     guest = monitored
     guest.wait_for(
         "Prometheus scraping the agent",
-        lambda: (d := _get(guest, f"{PROM}/api/v1/query?query=up")) and d["data"]["result"]
+        lambda: (d := get_json(guest, f"{PROM}/api/v1/query?query=up")) and d["data"]["result"]
         and d["data"]["result"][0]["value"][1] == "1",
         timeout=300,
     )  # fmt: skip
     # the rule files the deb ships, loaded (none failed to parse: Prometheus would not run)
-    groups = _get(guest, f"{PROM}/api/v1/rules")["data"]["groups"]
+    groups = get_json(guest, f"{PROM}/api/v1/rules")["data"]["groups"]
     files = {g["file"] for g in groups}
     assert files == {
         "/usr/share/aistack/prometheus/aistack.rules.yml",

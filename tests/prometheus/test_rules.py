@@ -22,6 +22,8 @@ from agent.stack.actuator import ActionName
 from agent.status import AgentInfo
 from agent.views import (
     ActionCount,
+    BackendsView,
+    BackendView,
     HealServiceView,
     HealView,
     ProbesView,
@@ -91,6 +93,9 @@ def _exported() -> dict[str, dict[str, set[str]]]:
                                  data={"gpus": [gpu], "ollama": {"models": models}}))  # fmt: skip
     store.publish(SourceSnapshot("backups", SourceState.OK,
                                  data={"enabled": True, "retained": {}, "runs": {}}))  # fmt: skip
+    up = BackendView(up=True, models=("llama3",), missing=("qwen",), latency_seconds=0.01)
+    backends = BackendsView({"http://gpu1:11434": up})
+    store.publish(SourceSnapshot("backends", SourceState.OK, data=backends))
     registry = build_registry(AgentInfo("/etc/aistack/agent.yaml"), store.latest)
     out: dict[str, dict[str, set[str]]] = {}
     for family in registry.collect():
@@ -133,7 +138,7 @@ def _anchors(markdown: str) -> set[str]:
 
 
 def test_rules_are_valid() -> None:
-    assert "SUCCESS: 19 rules found" in check_rules(RULES)
+    assert "SUCCESS: 21 rules found" in check_rules(RULES)
 
 
 def test_rules_unit_tests_pass() -> None:

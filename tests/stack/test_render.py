@@ -52,6 +52,25 @@ CASES = {
         HostFacts(P54, 257, "none"),
     ),
     "podman-4.9-systemd-252": ("", HostFacts(PodmanVersion(4, 9), 252, "none")),
+    # docs/fleet.md's two shapes. The front: Open WebUI, LiteLLM, PostgreSQL, no local
+    # Ollama; LiteLLM balances each declared model over the GPU hosts.
+    "front-with-backends": (
+        "stack:\n"
+        "  ollama:\n    enabled: false\n    models: [llama3.2:1b, qwen2.5:0.5b]\n"
+        "  open_webui:\n    ports: ['0.0.0.0:8080']\n    env: {ENABLE_OLLAMA_API: false}\n"
+        "  litellm:\n    ollama_backends: ['http://gpu1:11434', 'http://10.0.0.6:11434/']\n",
+        HostFacts(P54, 257, "none"),
+    ),
+    # A GPU host: Ollama only, published on its network address (opted in) and on
+    # loopback, where its own agent pulls the models and asks /api/ps.
+    "gpu-only": (
+        "stack:\n"
+        "  ollama:\n    ports: ['127.0.0.1:11434', '10.0.0.5:11434']\n    allow_remote: true\n"
+        "    models: [llama3.2:1b, qwen2.5:0.5b]\n"
+        "  open_webui: {enabled: false}\n  litellm: {enabled: false}\n"
+        "  postgres: {enabled: false}\n",
+        HostFacts(P54, 257, "nvidia"),
+    ),
 }
 
 
