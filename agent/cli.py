@@ -29,7 +29,7 @@ from .config import (
 from .doctor.cli import register as register_doctor
 from .migrate.cli import register as register_migrate
 from .stack.cli import register as register_render
-from .tabular import table
+from .tabular import age_text, table
 
 EX_OK = 0
 EX_DEGRADED = 1  # the agent answered and reports a degraded stack
@@ -49,20 +49,10 @@ def _load(args: argparse.Namespace) -> tuple[AgentConfig, Path]:
     return load_config(path, must_exist=explicit), path
 
 
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
-
-
 def render_status(doc: dict[str, Any]) -> str:
+    up = age_text(doc["uptime_seconds"])
     lines = [
-        f"aistack-agent {doc['version']}  state: {doc['state']}  up {_age(doc['uptime_seconds'])}"
+        f"aistack-agent {doc['version']}  state: {doc['state']}  up {up}"
         f"  config: {doc['config_path']}",
     ]
     lines += [f"  ! {reason}" for reason in doc.get("state_reasons", [])]
@@ -71,7 +61,7 @@ def render_status(doc: dict[str, Any]) -> str:
         detail = src["reason"] or ", ".join(
             f"{k} {v}" for k, v in src["data"].items() if isinstance(v, str | int | float)
         )
-        rows.append([name, src["state"], _age(src["age_seconds"]), detail or "-"])
+        rows.append([name, src["state"], age_text(src["age_seconds"]), detail or "-"])
     lines += ["", table(rows), ""]
     services = doc.get("services") or {}
     if services:

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from .tabular import age_text
+
 REFRESH_SECONDS = 10
 RECENT_ACTIONS = 5  # heal actions shown; /status has the rest
 
@@ -125,16 +127,7 @@ def _bytes(value: Any) -> str:
 
 def _duration(value: Any) -> str:
     n = _number(value)
-    if n is None:
-        return _e(value)
-    s = int(max(0.0, n))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
+    return _e(value) if n is None else age_text(n)
 
 
 def _ago(value: Any) -> str:
