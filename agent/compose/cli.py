@@ -25,9 +25,9 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..quadlet import FIRST_QUADLET, PodmanVersion, UnitFile
-from .container import HEADER_LEAD
 from .convert import convert
 from .errors import EX_DATAERR, ComposeError, visible
+from .header import HEADER_LEAD
 from .into_stack import into_stack
 from .loader import LoadOptions, Project, load_project
 from .report import Report

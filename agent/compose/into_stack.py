@@ -49,7 +49,7 @@ def _project_name(files: list[Path], profiles: list[str], name: str | None) -> s
     if name:
         return name
     options = LoadOptions(files=files, environ={}, profiles=profiles,
-                          external=frozenset(extra.CORE_NAMES))  # fmt: skip
+                          external=frozenset(extra.core_names()))  # fmt: skip
     return load_project(options, Report()).name
 
 

@@ -23,29 +23,42 @@ environment: the CLI and the agent read a project the same way.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..compose.convert import convert
-from ..compose.errors import ComposeError, visible
-from ..compose.loader import LoadOptions, Project, load_project
-from ..compose.report import Report
-from ..compose.stackconfig import ROLES, role_of_image
 from ..config import ExtraConfig, StackConfig
 from ..quadlet import PodmanVersion, UnitFile
 from .model import NETWORK, SERVICES, Member, core_members, enabled_names
 
+# The compose importer is imported only where a project is converted (below): on a host
+# without stack.extra the agent never loads it (about 3 MB of its RSS).
+if TYPE_CHECKING:
+    from ..compose.loader import Project
+    from ..compose.report import Report
+
 DEFAULT_TARGET = PodmanVersion(5, 0)
 # The agent's unit has ProtectHome=yes: it cannot read a project under these.
 UNREADABLE = ("/home", "/root", "/run/user")
-# A compose name of a core service -> that service (`db` is PostgreSQL under compose).
-CORE_NAMES: Mapping[str, str] = {
-    alias: role.name for role in ROLES for alias in (role.name, *role.resolves_as)
-}
-_ROLE_KEY = {role.name: role.key for role in ROLES}
+
+
+@functools.cache
+def core_names() -> Mapping[str, str]:
+    """A compose name of a core service -> that service (`db` is PostgreSQL under compose)."""
+    from ..compose.stackconfig import ROLES
+
+    return {alias: role.name for role in ROLES for alias in (role.name, *role.resolves_as)}
+
+
+@functools.cache
+def _role_key() -> Mapping[str, str]:
+    from ..compose.stackconfig import ROLES
+
+    return {role.name: role.key for role in ROLES}
 
 
 class ExtraError(Exception):
@@ -109,13 +122,17 @@ def check_files(index: int, entry: ExtraConfig) -> list[str]:
 
 
 def _load(index: int, entry: ExtraConfig) -> tuple[Project, Report]:
+    from ..compose.errors import ComposeError, visible
+    from ..compose.loader import LoadOptions, load_project
+    from ..compose.report import Report
+
     report = Report()
     options = LoadOptions(
         files=list(entry.files),
         environ={},
         profiles=list(entry.profiles),
         project_name=entry.project,
-        external=frozenset(CORE_NAMES),
+        external=frozenset(core_names()),
     )
     try:
         return load_project(options, report), report
@@ -125,15 +142,17 @@ def _load(index: int, entry: ExtraConfig) -> tuple[Project, Report]:
 
 def _adopt(project: Project, enabled: frozenset[str], where: str) -> dict[str, str]:
     """Take the project's copies of core services out: the managed ones stand in."""
+    from ..compose.stackconfig import role_of_image
+
     adopted: dict[str, str] = {}
     for name, svc in sorted(project.services.items()):
-        core = CORE_NAMES.get(name)
+        core = core_names().get(name)
         image = svc.get("image")
-        if core is None or not isinstance(image, str) or role_of_image(image) != _ROLE_KEY[core]:
+        if core is None or not isinstance(image, str) or role_of_image(image) != _role_key()[core]:
             continue  # its own service (a database under another name stays its own)
         if core not in enabled:
             raise ExtraError([f"{where}: services.{name} is the stack's {core}, which is "
-                              f"disabled (stack.{_ROLE_KEY[core]}.enabled: false)"])  # fmt: skip
+                              f"disabled (stack.{_role_key()[core]}.enabled: false)"])  # fmt: skip
         adopted[name] = core
     for name in adopted:
         del project.services[name]
@@ -147,11 +166,11 @@ def _external(project: Project, enabled: frozenset[str], where: str) -> dict[str
         for dep in sorted(svc.get("depends_on") or {}):
             if dep in project.services:
                 continue
-            core = CORE_NAMES[dep]  # the loader let only these through
+            core = core_names()[dep]  # the loader let only these through
             if core not in enabled:
                 raise ExtraError([
                     f"{where}: services.{name}.depends_on.{dep}: needs the stack's {core}, "
-                    f"which is disabled (stack.{_ROLE_KEY[core]}.enabled: false)"
+                    f"which is disabled (stack.{_role_key()[core]}.enabled: false)"
                 ])  # fmt: skip
             out[dep] = f"{core}.service"
     return out
@@ -192,6 +211,9 @@ def convert_entry(
 ) -> Converted:
     """One project of stack.extra as the stack runs it; ExtraError names what is wrong.
     Lossy settings are listed in `lossy`: the caller refuses them unless allowed."""
+    from ..compose.convert import convert
+    from ..compose.errors import ComposeError, visible
+
     where = _where(index, entry)
     if problems := check_files(index, entry):
         raise ExtraError(problems)

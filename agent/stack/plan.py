@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..compose.container import HEADER_LEAD
+from ..compose.header import HEADER_LEAD
 from .model import SERVICES, VOLUMES, unit_of
 from .render import LITELLM_CONFIG, Rendered
 
