@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,32 @@ HEAL = (
 )
 
 
-def _config(images: dict[str, str], postgres: str, ollama_extra: str = "") -> str:
+def heal_config(images: dict[str, str], postgres: str, ollama_extra: str = "") -> str:
     return testbed.stack_config(images, postgres, head=HEAL, ollama_extra=ollama_extra)
+
+
+@contextmanager
+def ollama_crashing_at_every_start(
+    guest: Guest, images: dict[str, str], postgres: str
+) -> Iterator[None]:
+    """Ollama crashing at every start (its fault switch) and `aistack up` run (it fails);
+    systemd's start limit is shortened, so the agent's give-up comes within minutes. On
+    the way out the fault is gone and the good config written back, not yet applied."""
+    # systemd gives up sooner than the shipped 5 starts in 15 min, so the test is short.
+    guest.write_file(
+        "/etc/systemd/system/ollama.service.d/e2e-fast-start-limit.conf",
+        "[Unit]\nStartLimitBurst=2\n[Service]\nRestartSec=1\nRestartSteps=0\n",
+    )
+    crash = "    env: {AISTACK_FAULT_CRASH_AT_START: 1}\n"
+    guest.write_file("/etc/aistack/agent.yaml", heal_config(images, postgres, crash))
+    try:
+        res = guest.run(["aistack", "up", "--json"], check=False, timeout=600)
+        assert res.returncode != 0, res.stdout
+        yield
+    finally:
+        guest.run(["rm", "-rf", "/etc/systemd/system/ollama.service.d"])
+        guest.daemon_reload()
+        guest.write_file("/etc/aistack/agent.yaml", heal_config(images, postgres))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +83,7 @@ def stack(
     session_guest: Guest, agent_deb: Path, standin_images: dict[str, str], postgres_image: str
 ) -> Iterator[Guest]:
     guest = session_guest
-    testbed.start_stack(guest, agent_deb, _config(standin_images, postgres_image))
+    testbed.start_stack(guest, agent_deb, heal_config(standin_images, postgres_image))
     yield guest
     testbed.remove_stack(
         guest, "/etc/systemd/system/ollama.service.d", "/etc/systemd/system/postgres.service.d"
@@ -315,16 +340,7 @@ def test_a_service_crashing_at_every_start_is_given_up_until_fixed(
 ) -> None:
     guest = stack
     earlier = len(actions(wait_all_healthy(guest), "ollama"))  # the module's other tests
-    # systemd gives up sooner than the shipped 5 starts in 15 min, so the test is short.
-    guest.write_file(
-        "/etc/systemd/system/ollama.service.d/e2e-fast-start-limit.conf",
-        "[Unit]\nStartLimitBurst=2\n[Service]\nRestartSec=1\nRestartSteps=0\n",
-    )
-    crash = "    env: {AISTACK_FAULT_CRASH_AT_START: 1}\n"
-    guest.write_file("/etc/aistack/agent.yaml", _config(standin_images, postgres_image, crash))
-    try:
-        res = guest.run(["aistack", "up", "--json"], check=False, timeout=600)
-        assert res.returncode != 0, res.stdout
+    with ollama_crashing_at_every_start(guest, standin_images, postgres_image):
         # A hang guard only: each of the three rounds to the give-up (two restarts) ends
         # with systemd stopping the failed unit, and on a loaded machine a `podman`
         # cleanup process in it has taken 90 s to die (SIGKILL, then "Processes still
@@ -353,10 +369,6 @@ def test_a_service_crashing_at_every_start_is_given_up_until_fixed(
         time.sleep(8)
         code, doc = status(guest)
         assert len(actions(doc, "ollama")[earlier:]) == n and code == 503
-    finally:
-        guest.run(["rm", "-rf", "/etc/systemd/system/ollama.service.d"])
-        guest.daemon_reload()
-        guest.write_file("/etc/aistack/agent.yaml", _config(standin_images, postgres_image))
     # The fix deployed: the reload forgets the give-up and the service comes back.
     res = guest.run(["aistack", "up", "--json"], check=False, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr

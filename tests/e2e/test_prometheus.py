@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import testbed
-from tests.e2e.test_heal import wait_all_healthy
+from tests.e2e.test_heal import heal_config, ollama_crashing_at_every_start, wait_all_healthy
 from tests.e2e.testbed import Guest
 from tests.test_dashboard import concrete, load, queries
 
@@ -33,12 +33,6 @@ STACK_PANELS = (
     "Services up", "Probes passing", "Container health check", "Heal state",
     "Restarts by systemd", "Memory", "Agent scraped", "Version", "Sources up", "Snapshot age",
 )  # fmt: skip
-# Healing shortened as in test_heal.py so the give-up plays out in a minute or two.
-HEAL = (
-    "heal:\n  probe_interval: 3s\n  probe_timeout: 2s\n  probe_failures: 2\n"
-    "  backoff_initial: 10s\n  backoff_max: 30s\n  give_up_after: 2\n  unhealthy_grace: 5s\n"
-    "backups:\n  enabled: false\n"
-)
 PROMETHEUS_YML = f"""\
 global:
   scrape_interval: 2s
@@ -72,10 +66,6 @@ def binary(*names: str) -> Path:
     raise AssertionError(f"{names[0]} is required (make deps installs Debian's package)")
 
 
-def _config(images: dict[str, str], postgres: str, ollama_extra: str = "") -> str:
-    return testbed.stack_config(images, postgres, head=HEAL, ollama_extra=ollama_extra)
-
-
 @pytest.fixture(scope="module")
 def monitored(
     session_guest: Guest, agent_deb: Path, standin_images: dict[str, str], postgres_image: str
@@ -83,7 +73,7 @@ def monitored(
     """The stack applied and healthy, Prometheus and Alertmanager running in the guest as
     transient units (systemd-run), so they go when stopped."""
     guest = session_guest
-    testbed.start_stack(guest, agent_deb, _config(standin_images, postgres_image))
+    testbed.start_stack(guest, agent_deb, heal_config(standin_images, postgres_image))
     guest.copy_in(binary("prometheus"), "/usr/local/bin/prometheus")
     guest.copy_in(binary("prometheus-alertmanager", "alertmanager"), "/usr/local/bin/alertmanager")
     # Debian's Alertmanager reads its notification templates from this folder.
@@ -193,15 +183,8 @@ def test_gave_up_alert_reaches_alertmanager_and_resolves(
 ) -> None:
     guest = monitored
     wait_all_healthy(guest)
-    guest.write_file(
-        "/etc/systemd/system/ollama.service.d/e2e-fast-start-limit.conf",
-        "[Unit]\nStartLimitBurst=2\n[Service]\nRestartSec=1\nRestartSteps=0\n",
-    )
-    crash = "    env: {AISTACK_FAULT_CRASH_AT_START: 1}\n"
-    guest.write_file("/etc/aistack/agent.yaml", _config(standin_images, postgres_image, crash))
-    try:
-        res = guest.run(["aistack", "up", "--json"], check=False, timeout=600)
-        assert res.returncode != 0, res.stdout
+    # Healing is shortened as in test_heal.py, so the give-up plays out in minutes.
+    with ollama_crashing_at_every_start(guest, standin_images, postgres_image):
         # hang guard: a crash-looping unit on a loaded machine takes minutes to give up
         [alert] = guest.wait_for(
             "AistackHealGaveUp in Alertmanager",
@@ -211,10 +194,6 @@ def test_gave_up_alert_reaches_alertmanager_and_resolves(
         assert alert["labels"]["severity"] == "critical", alert
         assert "aistack restart ollama" in alert["annotations"]["description"], alert
         assert alert["annotations"]["runbook_url"].endswith("#aistackhealgaveup"), alert
-    finally:
-        guest.run(["rm", "-rf", "/etc/systemd/system/ollama.service.d"])
-        guest.daemon_reload()
-        guest.write_file("/etc/aistack/agent.yaml", _config(standin_images, postgres_image))
     res = guest.run(["aistack", "up", "--json"], check=False, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     wait_all_healthy(guest)
