@@ -29,7 +29,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	  libsystemd-dev pkg-config gcc prometheus debootstrap systemd-container \
 	  iproute2 util-linux ca-certificates lintian rpmlint rpm shellcheck systemd \
-	  postgresql dbus-daemon chromium prometheus-alertmanager zsh ansible-core ansible-lint
+	  postgresql dbus-daemon chromium prometheus-alertmanager zsh ansible-core ansible-lint openssh-client
 
 $(STAMP): pyproject.toml constraints-debian13.txt
 	$(PY) -m venv $(VENV)

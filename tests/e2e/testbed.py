@@ -1448,6 +1448,113 @@ def remove_stack(guest: Guest, *extra_paths: str) -> None:
     guest.run(["systemctl", "stop", "podman.socket"], check=False)
 
 
+# --------------------------------------------------------------------------- a private network
+
+BRIDGE_NETNS_PREFIX = "aistack-fleet-"
+
+
+def _netns_owner(name: str) -> int | None:
+    """The pid of the session that made a bridge namespace (it is in the name)."""
+    match = re.fullmatch(rf"{BRIDGE_NETNS_PREFIX}(\d+)-[0-9a-f]+", name)
+    return int(match.group(1)) if match else None
+
+
+def reap_stale_bridges() -> None:
+    """Delete bridge namespaces whose session is gone (killed before its teardown ran), so
+    they do not pile up; a live session's namespace is left alone."""
+    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+    for line in res.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        owner = _netns_owner(name)
+        if owner is not None and not _alive(owner):
+            log.warning("deleting stale bridge namespace %s", name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+@dataclasses.dataclass
+class Bridge:
+    """A private network between guests: a Linux bridge in a network namespace of its own
+    (never the host's), one veth pair per guest, the guest's end moved into the guest's
+    network namespace (nspawn --private-network gives it lo only) as eth0.
+
+    Why: a fleet test needs hosts that reach each other over a real network, and nothing
+    else: the only addresses on it are the bridge's (prefix.1, where a controller such as
+    ansible-playbook runs via exec_argv()) and the guests'. Deleting the namespace removes
+    the bridge and every veth pair (a pair goes with either end)."""
+
+    netns: str
+    prefix: str = "10.77.0"  # a /24
+    members: dict[str, str] = dataclasses.field(default_factory=dict)  # guest -> address
+
+    @classmethod
+    def create(cls, prefix: str = "10.77.0") -> Bridge:
+        reap_stale_bridges()
+        bridge = cls(f"{BRIDGE_NETNS_PREFIX}{os.getpid()}-{secrets.token_hex(3)}", prefix)
+        _sh(["ip", "netns", "add", bridge.netns], timeout=30)
+        try:
+            ns = ["ip", "-n", bridge.netns]
+            _sh([*ns, "link", "set", "lo", "up"], timeout=30)
+            _sh([*ns, "link", "add", "br0", "type", "bridge"], timeout=30)
+            _sh([*ns, "addr", "add", f"{bridge.address}/24", "dev", "br0"], timeout=30)
+            _sh([*ns, "link", "set", "br0", "up"], timeout=30)
+        except BaseException:
+            bridge.teardown()
+            raise
+        return bridge
+
+    @property
+    def address(self) -> str:
+        """The bridge's own address: where a controller in exec_argv() comes from."""
+        return f"{self.prefix}.1"
+
+    def exec_argv(self) -> list[str]:
+        """Prefix for a host command that runs on this network (and only on it)."""
+        return ["ip", "netns", "exec", self.netns]
+
+    def attach(self, guest: Guest, host: int) -> str:
+        """Give guest the address prefix.host on the bridge (as eth0); returns it."""
+        if not 2 <= host <= 254:
+            raise TestbedError(f"host part {host} is not in 2..254")
+        address = f"{self.prefix}.{host}"
+        ns = ["ip", "-n", self.netns]
+        outer, inner = f"vb{host}", f"vg{host}"
+        _sh([*ns, "link", "add", outer, "type", "veth", "peer", "name", inner], timeout=30)
+        _sh([*ns, "link", "set", outer, "master", "br0", "up"], timeout=30)
+        _sh([*ns, "link", "set", inner, "netns", str(guest.pid)], timeout=30)
+        guest.run(["ip", "link", "set", inner, "name", "eth0"])
+        guest.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
+        guest.run(["ip", "link", "set", "eth0", "up"])
+        self.members[guest.name] = address
+        return address
+
+    def processes(self) -> list[int]:
+        """Pids of the processes still in the namespace (ssh masters of a controller)."""
+        res = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True,
+                             text=True, timeout=30)  # fmt: skip
+        return [int(p) for p in res.stdout.split() if p.isdigit()]
+
+    def teardown(self) -> None:
+        """Stop what still runs in the namespace (started by this session's commands on
+        it), then delete it: the bridge and the veth pairs go with it."""
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, timeout=30)
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                              timeout=30).stdout  # fmt: skip
+        if any(line.split()[:1] == [self.netns] for line in left.splitlines()):
+            raise TestbedError(f"network namespace {self.netns} is still there")
+
+
+def start_sshd(guest: Guest, public_key: str) -> None:
+    """Let root in over SSH with public_key only (a controller such as Ansible), and start
+    the guest's sshd (openssh-server is in the rootfs for this)."""
+    guest.write_file("/root/.ssh/authorized_keys", public_key.strip() + "\n", mode=0o600)
+    guest.run(["chmod", "700", "/root/.ssh"])
+    guest.run(["systemctl", "restart", "ssh.service"], timeout=60)
+    guest.units_of_interest.add("ssh.service")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
