@@ -203,6 +203,16 @@ def start_agent(write_config, notify_socket) -> Iterator[Callable[..., AgentProc
         agent.stop()
 
 
+def sandbox_yaml(tmp: Path) -> str:
+    """Config sections that keep a test agent's files in `tmp`: the stack's unit folder,
+    the heal state and the backups (running_daemon's rest_yaml)."""
+    return (
+        f"stack:\n  unit_dir: {tmp / 'units'}\n"
+        f"heal:\n  state_file: {tmp / 'heal.json'}\n"
+        f"backups:\n  directory: {tmp / 'backups'}\n"
+    )
+
+
 @contextlib.contextmanager
 def running_daemon(tmp: Path, api_yaml: str = "", rest_yaml: str = "") -> Iterator[AgentProcess]:
     """The real daemon on a free loopback port, READY observed, for a module's tests:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import AgentProcess, running_daemon
+from .conftest import AgentProcess, running_daemon, sandbox_yaml
 
 ST = Path(sys.executable).parent / "st"
 CHANGES_OUTSIDE_THE_TEST = r"^/v1/(apply|update|secrets/.*|models/pull|services/.*)$"
@@ -24,12 +24,7 @@ CHANGES_OUTSIDE_THE_TEST = r"^/v1/(apply|update|secrets/.*|models/pull|services/
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    rest = (
-        f"stack:\n  unit_dir: {tmp / 'units'}\n"
-        f"heal:\n  state_file: {tmp / 'heal.json'}\n"
-        f"backups:\n  directory: {tmp / 'backups'}\n"
-    )
-    with running_daemon(tmp, "", rest) as proc:
+    with running_daemon(tmp, "", sandbox_yaml(tmp)) as proc:
         yield proc
 
 

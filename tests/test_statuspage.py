@@ -32,7 +32,7 @@ from agent.views import (
     StackView,
 )
 
-from .conftest import HANG_S, AgentProcess, http, running_daemon
+from .conftest import HANG_S, AgentProcess, http, running_daemon, sandbox_yaml
 
 HOSTILE = "<script>alert(1)</script>"
 QUOTES = "\"'&"
@@ -221,12 +221,7 @@ def test_an_empty_document_renders() -> None:
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     tmp = tmp_path_factory.mktemp("page")
-    rest = (
-        f"stack:\n  unit_dir: {tmp / 'units'}\n"
-        f"heal:\n  state_file: {tmp / 'heal.json'}\n"
-        f"backups:\n  directory: {tmp / 'backups'}\n"
-    )
-    with running_daemon(tmp, "", rest) as proc:
+    with running_daemon(tmp, "", sandbox_yaml(tmp)) as proc:
         yield proc
 
 
