@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..ollama_api import OllamaClient, OllamaError, OllamaTags
-from ..stack.backends import backend_host, backend_name, judge
+from ..stack.backends import backend_host, backend_name, judge, pull_hint
 from .context import CALL_TIMEOUT_S, Context, Finding, ok, problem
 
 CHECK = "backends"
@@ -56,8 +56,7 @@ def check_backends(ctx: Context) -> list[Finding]:
                 problem(
                     CHECK,
                     f"{name}: missing {', '.join(view.missing)}",
-                    "; ".join(f"run `aistack models pull {m}` on {host}" for m in view.missing)
-                    + " (or add it to stack.ollama.models there and `aistack up`)",
+                    pull_hint(url, view.missing),
                 )
             )
         else:
