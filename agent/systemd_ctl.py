@@ -260,7 +260,15 @@ def start(unit: str, timeout: float) -> JobOutcome:
 
 
 def stop(unit: str, timeout: float) -> JobOutcome:
-    return _job("stop", b"StopUnit", unit, timeout)
+    """A stop is on purpose: a main process that ignores SIGTERM is killed at the stop
+    timeout (exit 137, or Result=timeout) and leaves the unit `failed`; it is stopped all
+    the same, so that is reset here, for every caller. Left failed, the healer would start
+    it against the stop, and a unit dropped from the stack would linger as failed."""
+    outcome = _job("stop", b"StopUnit", unit, timeout)
+    if outcome.active_state != "failed":
+        return outcome
+    reset_failed(unit)
+    return dataclasses.replace(outcome, active_state="inactive", sub_state="dead")
 
 
 def restart(unit: str, timeout: float) -> JobOutcome:

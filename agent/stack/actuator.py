@@ -111,12 +111,6 @@ class Actuator:
                     action, systemd_ctl.restart
                 )
                 outcome = await asyncio.to_thread(job, unit, limit)
-                if action == "stop" and outcome.active_state == "failed":
-                    # A main process that ignores SIGTERM is killed at the stop timeout
-                    # (exit 137) and leaves the unit failed: it is stopped all the same,
-                    # and a failed unit would be healed (started) against the stop.
-                    await asyncio.to_thread(systemd_ctl.reset_failed, unit)
-                    outcome = replace(outcome, active_state="inactive", sub_state="dead")
             act = self._finish(act, outcome.result)
             return outcome
         except systemd_ctl.SystemdError as exc:

@@ -112,8 +112,6 @@ def execute(
     for name in todo.stop:
         progress(f"stopping {name} (no longer in the config)")
         outcome = systemd_ctl.stop(unit_of(name), STOP_TIMEOUT)
-        if outcome.active_state == "failed":  # killed at the stop timeout: stopped all the same
-            systemd_ctl.reset_failed(unit_of(name))
         if outcome.ok:
             report.stopped.append(name)
         else:

@@ -19,7 +19,13 @@ from tests.e2e.testbed import Guest
 pytestmark = pytest.mark.e2e
 
 SLEEP, FAIL, NEVER_READY = "e2e-sleep.service", "e2e-fail.service", "e2e-never-ready.service"
+DEAF = "e2e-deaf.service"  # ignores SIGTERM: killed at its stop timeout
 UNITS = {
+    # ready only once SIGTERM is ignored: a stop right after the start must find it so
+    DEAF: (
+        "[Service]\nType=notify\nNotifyAccess=all\nTimeoutStopSec=1\nExecStart=/bin/sh -c "
+        "'trap \"\" TERM; systemd-notify --ready; while :; do sleep 0.2; done'\n"
+    ),
     SLEEP: "[Unit]\nDescription=e2e sleeper one\n[Service]\nExecStart=/bin/sleep infinity\n",
     FAIL: "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 1'\n",
     NEVER_READY: (
@@ -115,6 +121,25 @@ def test_failing_unit_and_reset_failed(units: Guest) -> None:
     assert r["failed"]["active_state"] == "failed"
     assert (r["state"]["active_state"], r["state"]["result"]) == ("failed", "exit-code")
     assert r["reset"]["active_state"] == "inactive" and r["reset"]["result"] == "success"
+
+
+def test_a_stop_that_kills_leaves_the_unit_stopped_not_failed(units: Guest) -> None:
+    """A person's stop of a service whose main process ignores SIGTERM (busybox httpd as
+    PID 1 does): systemd kills it at the stop timeout and marks the unit failed, which the
+    healer would then start against the stop. systemd_ctl.stop resets it: stopped."""
+    r = ctl(
+        units,
+        f"""
+        u = {DEAF!r}
+        started = sc.start(u, 30)
+        stopped = sc.stop(u, 30)
+        result = dict(started=started, stopped=stopped, state=sc.unit_state(u))
+        """,
+    )
+    assert r["started"]["active_state"] == "active", r
+    assert (r["stopped"]["active_state"], r["stopped"]["sub_state"]) == ("inactive", "dead"), r
+    assert r["state"]["active_state"] == "inactive", r
+    assert units.unit_properties(DEAF, "ActiveState")["ActiveState"] == "inactive"
 
 
 def test_never_ready_unit_times_out_without_hanging(units: Guest) -> None:

@@ -52,20 +52,3 @@ def test_recent_keeps_the_latest_and_counts_keep_everything() -> None:
         actuator.note("ollama", "give-up", "healer", "probe", f"r{i}")
     assert len(actuator.recent) == 20 and actuator.recent[-1].reason == "r29"
     assert actuator.counts == {("ollama", "give-up", "probe"): 30}
-
-
-async def test_a_stop_that_leaves_the_unit_failed_is_reset(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A main process that ignores SIGTERM is killed at the stop timeout (exit 137): the
-    unit ends failed, which the healer would start again against the person's stop."""
-    reset: list[str] = []
-
-    def stop(unit: str, limit: float) -> systemd_ctl.JobOutcome:  # systemd's answer, faked
-        return systemd_ctl.JobOutcome(unit, "stop", "done", "failed", "failed")
-
-    monkeypatch.setattr(systemd_ctl, "stop", stop)
-    monkeypatch.setattr(systemd_ctl, "reset_failed", reset.append)
-    outcome = await Actuator().act("tools-web", "stop", "person", "manual", "aistack down")
-    assert reset == ["tools-web.service"]
-    assert (outcome.ok, outcome.active_state) == (True, "inactive")
