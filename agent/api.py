@@ -17,6 +17,7 @@ import asyncio
 import ipaddress
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,11 @@ from .api_guard import middleware as guarded
 from .backup.model import AlreadyRunning, BackupControl, BackupsDisabled
 from .backup.status import backups_document
 from .ollama_api import OllamaError
-from .openapi import openapi_document
 from .podman_api import PodmanApiError
 from .snapshot import SnapshotStore
 from .stack.control import Busy, StackControl, UnknownService
 from .stack.secrets import SecretsError, SecretStoreUnavailable
 from .status import AgentInfo, status_document
-from .statuspage import PAGE_HEADERS, status_page
 from .systemd_ctl import SystemdError
 from .token import token_matches
 
@@ -115,6 +114,18 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         log.exception("unhandled error in API handler", path=request.path, method=request.method)
         return json_error(500, "internal error; the agent's log has the details")
+
+
+@web.middleware
+async def server_timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`Server-Timing: app;dur=MS`, the agent's own time on the request (a W3C header that
+    browsers' developer tools show): a slow answer tells whether the agent was slow or
+    the client waited, e.g. for a CPU on a busy host (benchmarks/detection.py uses it)."""
+    started = time.perf_counter()
+    response = await handler(request)
+    if not response.prepared:  # a streamed answer has sent its headers already
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1e3:.3f}"
+    return response
 
 
 def host_allowed(host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -202,6 +213,8 @@ async def status(request: web.Request) -> web.Response:
 
 async def page(request: web.Request) -> web.Response:
     """The status page: /status's document as HTML for a person (no token, like /status)."""
+    from .statuspage import PAGE_HEADERS, status_page  # on first use, as openapi below
+
     context = request.app[CONTEXT]
     doc = status_document(context.info, context.store.latest())
     return web.Response(
@@ -216,6 +229,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
+    # Imported on the first request: scripts and people rarely ask, and the spec's
+    # module is memory the running agent otherwise keeps for nothing (docs/performance.md).
+    from .openapi import openapi_document
+
     return json_response(openapi_document(request.app[CONTEXT].info.version))
 
 
@@ -347,7 +364,7 @@ def create_app(
 ) -> web.Application:
     first = [guarded(guard)] if guard is not None else []
     app = web.Application(
-        middlewares=[*first, errors_as_json, refuse_hostile, bearer_auth],
+        middlewares=[*first, server_timing, errors_as_json, refuse_hostile, bearer_auth],
         client_max_size=max_body_size,
     )
     if guard is not None:

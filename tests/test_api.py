@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -161,6 +162,18 @@ def test_valid_token_reloads(agent: AgentProcess) -> None:
     )
     assert status == 200
     assert json.loads(body) == {"reloaded": True, "config_path": str(agent.config)}
+
+
+def test_every_answer_says_the_agents_own_time_in_server_timing(agent: AgentProcess) -> None:
+    """What the detection benchmark reads to tell the agent's time from the client's wait."""
+    asked = [("GET", "/status", 200), ("GET", "/metrics", 200), ("GET", "/no/such/thing", 404),
+             ("POST", "/v1/reload", 401)]  # fmt: skip
+    for method, path, want in asked:
+        status, headers, _ = http(method, f"{agent.base}{path}")
+        assert status == want
+        timing = headers["server-timing"]
+        assert re.fullmatch(r"app;dur=\d+\.\d{3}", timing), timing
+        assert 0 < float(timing.split("=")[1]) < 60_000
 
 
 def test_404_and_405_are_json(agent: AgentProcess) -> None:

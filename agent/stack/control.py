@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import AgentConfig
 from . import extra, models, secrets
 from .actuator import ActionName, Actuator
 from .apply import ApplyReport, apply
 from .model import SERVICES
-from .update import UpdateReport, update
+
+if TYPE_CHECKING:
+    from .update import UpdateReport
 
 ACTIONS = ("start", "stop", "restart")
 
@@ -74,6 +77,8 @@ class StackControl:
     async def update(self, pull: bool = True) -> UpdateReport:
         if self._lock.locked():
             raise Busy("an apply, update or service action is already running")
+        from .update import update  # loaded on the first update: most agents never run one
+
         async with self._lock:
             try:
                 return await asyncio.to_thread(update, self._config(), pull=pull)
