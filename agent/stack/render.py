@@ -107,7 +107,7 @@ def _fit_to_versions(unit: UnitFile, facts: HostFacts, warnings: list[str]) -> l
     """Rewrite or drop what the target Podman/systemd lacks; return what is left unknown."""
     if facts.systemd < 254:
         dropped = False
-        for key in ("RestartSteps", "RestartMaxDelaySec"):
+        for key in ("RestartSteps", "RestartMaxDelaySec", "RestartMode"):
             if unit.remove("Service", key):
                 dropped = True
                 warnings.append(f"{unit.name}: {key}= dropped (needs systemd >= 254)")

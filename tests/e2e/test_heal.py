@@ -3,6 +3,7 @@ the stack under systemd 257 and Podman 5.4, and the faults the issue names.
 
 - kill -9 of each service's main process: seen in /status at once (the libpod event
   stream), systemd restarts it once, healthy again, and the agent does not fight systemd;
+  PostgreSQL's restart is not passed on to LiteLLM (RestartMode=direct);
 - a hang (every process of a container SIGSTOPped): the probes miss, confirm, and the
   agent restarts it once, touching nothing else;
 - a stand-in answering 500 (fault switch /run/fault/500): probe failing with its reason,
@@ -140,6 +141,7 @@ def test_kill_9_of_each_service_is_seen_at_once_and_systemd_heals_it(stack: Gues
     for name in SERVICES:
         old = before["services"][name]["container_id"]
         restarts = before["services"][name]["restarts"]  # systemd's NRestarts
+        litellm = before["services"]["litellm"]["container_id"]
         guest.run(["kill", "-9", str(main_pid(guest, name))])
         seen = watch(
             guest, f"{name} killed in /status",
@@ -157,6 +159,8 @@ def test_kill_9_of_each_service_is_seen_at_once_and_systemd_heals_it(stack: Gues
         assert before["services"][name]["restarts"] == restarts + 1, before["services"][name]
         last = before["services"][name]["last_event"]
         assert last is not None, before["services"][name]
+        if name == "postgres":  # RestartMode=direct: a crash's restart is not passed on
+            assert before["services"]["litellm"]["container_id"] == litellm, before
 
 
 def test_a_hung_service_is_restarted_once_and_nothing_else_is(stack: Guest) -> None:
@@ -288,12 +292,11 @@ def test_podman_socket_stopped_for_20s_is_degraded_then_ok_without_restarts(
 
 
 def test_postgres_restarted_litellm_waits_for_it_then_is_healed_after_it(stack: Guest) -> None:
-    """systemd propagates a restart of postgres to LiteLLM (Requires=), which heals the
-    common case by itself (the kill -9 test sees it). This is the case it does not: a
-    PostgreSQL restart that LiteLLM does not follow (--job-mode=ignore-dependencies, as
-    a restart from inside the container would be), with a LiteLLM that cannot reconnect
-    by itself (its 500 switch). The agent must wait while postgres is down, then restart
-    LiteLLM after it."""
+    """A PostgreSQL restart that LiteLLM does not follow: a crash's restart
+    (RestartMode=direct; the kill -9 test sees LiteLLM keep its container), here one
+    asked for with --job-mode=ignore-dependencies, as a restart from inside the container
+    would be. LiteLLM usually reconnects; this one cannot (its 500 switch). The agent must
+    wait while postgres is down, then restart LiteLLM after it."""
     guest = stack
     # A slow start keeps postgres down long enough to see LiteLLM wait.
     guest.write_file(

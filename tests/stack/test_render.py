@@ -132,6 +132,9 @@ def test_older_podman_gets_equivalents_and_warnings() -> None:
     assert "NetworkAlias=" not in files["postgres.container"]
     assert "Notify=healthy" not in files["postgres.container"]
     assert "RestartSteps" not in files["ollama.container"]
+    assert "RestartMode" not in files["postgres.container"]
+    dropped = "postgres.container: RestartMode= dropped (needs systemd >= 254)"
+    assert dropped in files["warnings.txt"]
     assert "Notify=healthy needs Podman 5.0" in files["warnings.txt"]
 
 
