@@ -21,7 +21,7 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE/usr/lib/aistack" dist
 
 echo "== staging agent $VERSION for $format"
-# Python sources only: no caches, no tests. Byte-code is compiled on the host at run time.
+# Python sources only: no caches, no tests. The post-install script compiles the byte-code.
 find agent -name '*.py' -print0 | while IFS= read -r -d '' f; do
     install -D -m 0644 "$f" "$STAGE/usr/lib/aistack/$f"
 done

@@ -11,6 +11,12 @@ case "$1" in
     *) exit 0 ;;
 esac
 
+# Byte-code, once, here: the agent runs with /usr read-only (ProtectSystem=strict) and
+# would otherwise compile every module from source at each start (slower, and the
+# compiler's garbage stays in its heap: about 0.7 MB more resident memory). The
+# pre-remove script deletes it again.
+python3 -m compileall -q /usr/lib/aistack >/dev/null 2>&1 || true
+
 # The API token: generated once, 0600 root, kept across upgrades.
 if ! aistack-agent --init >/dev/null; then
     echo "aistack: could not create the API token; fix /etc/aistack/agent.yaml" \

@@ -46,6 +46,9 @@ def test_install_upgrade_remove_purge(guest: Guest, debs: tuple[Path, Path]) -> 
         assert mode == ["600", "root"]
         conffiles = guest.run(["dpkg-query", "-W", "-f=${Conffiles}", "aistack"]).stdout
         assert "/etc/aistack/agent.yaml" in conffiles
+        # byte-code compiled at install (the agent's /usr is read-only)
+        assert _exists(guest, "/usr/lib/aistack/agent/__pycache__")
+        assert _exists(guest, "/usr/lib/aistack/agent/stack/__pycache__")
 
         # start: READY, /status answers, Podman reachable from the sandbox
         guest.run(["systemctl", "enable", "--now", "podman.socket"], timeout=60)
@@ -79,6 +82,7 @@ def test_install_upgrade_remove_purge(guest: Guest, debs: tuple[Path, Path]) -> 
         assert _exists(guest, "/etc/aistack/agent.yaml")
         assert _exists(guest, "/etc/aistack/api-token")
         assert _exists(guest, "/var/lib/aistack/backups/20261126T030000Z/manifest.json")
+        assert not _exists(guest, "/usr/lib/aistack")  # its byte-code too
 
         # purge: config gone, backups never deleted, and it says where they are
         res = guest.run([*APT, "purge", "aistack"], timeout=120)
