@@ -256,6 +256,8 @@ def latency(guest: Guest, requests: int) -> dict[str, list[float]]:
     return {
         **{r["path"]: r["seconds"] for r in sample},
         **{f"{r['path']} agent": r["server_seconds"] for r in sample},
+        # one number per sample: how often the agent was preempted while answering it
+        **{f"{r['path']} preempted": [float(r["preempted"])] for r in sample},
     }
 
 
@@ -327,6 +329,9 @@ def report(args: argparse.Namespace, f: Figures) -> None:
                     if label == "stack alone"
                     else (f"; ratio to alone {ratio:.3f} (target <= {TARGET_SCALE_RATIO})")
                 )
+                preempted = sample.get(f"{path} preempted")
+                if preempted and not path.endswith("agent"):
+                    extra += f"; agent preempted {preempted[0]:.0f} times"
                 print(f"  {label:<16} {path:<15} {_ms(sample[path])}{extra}")
     if f.scale_idle and f.idle:
         s, i = f.scale_idle, f.idle

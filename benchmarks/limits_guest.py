@@ -197,8 +197,10 @@ def latency(requests: int) -> None:
     """/status and /metrics, one keep-alive connection, one after another: seconds each,
     as the client saw it and as the agent spent it (its Server-Timing header)."""
     conn = http.client.HTTPConnection("127.0.0.1", 9200, timeout=10)
+    pid = agent_pid()
     for path in ("/status", "/metrics"):
         times, server = [], []
+        preempted = preemptions(pid)
         for _ in range(requests):
             t0 = time.perf_counter()
             conn.request("GET", path)
@@ -207,7 +209,21 @@ def latency(requests: int) -> None:
             times.append(time.perf_counter() - t0)
             timing = response.getheader("Server-Timing", "app;dur=nan")
             server.append(float(timing.partition("dur=")[2]) / 1000)
-        print(json.dumps({"path": path, "seconds": times, "server_seconds": server}), flush=True)
+        preempted = preemptions(pid) - preempted
+        print(json.dumps({"path": path, "seconds": times, "server_seconds": server,
+                          "preempted": preempted}), flush=True)  # fmt: skip
+
+
+def preemptions(pid: int) -> int:
+    """How often the kernel took a CPU from the agent's threads while they could run
+    (involuntary context switches, summed over its threads)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 class PodmanConnection(http.client.HTTPConnection):
