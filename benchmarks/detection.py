@@ -330,7 +330,7 @@ def report(args: argparse.Namespace, f: Figures) -> None:
                     else (f"; ratio to alone {ratio:.3f} (target <= {TARGET_SCALE_RATIO})")
                 )
                 preempted = sample.get(f"{path} preempted")
-                if preempted and not path.endswith("agent"):
+                if preempted:  # the client's lines only: "/status agent" has none
                     extra += f"; agent preempted {preempted[0]:.0f} times"
                 print(f"  {label:<16} {path:<15} {_ms(sample[path])}{extra}")
     if f.scale_idle and f.idle:

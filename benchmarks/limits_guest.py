@@ -28,16 +28,22 @@ AGENT = "aistack-agent.service"
 CONN = http.client.HTTPConnection("127.0.0.1", 9200, timeout=10)
 
 
-def get(path: str) -> bytes:
+def fetch(path: str) -> tuple[bytes, http.client.HTTPMessage]:
+    """GET on the kept-alive connection (opened again once if it broke): body, headers."""
     global CONN
     try:
         CONN.request("GET", path)
-        return CONN.getresponse().read()
+        response = CONN.getresponse()
     except (OSError, http.client.HTTPException):
         CONN.close()
         CONN = http.client.HTTPConnection("127.0.0.1", 9200, timeout=10)
         CONN.request("GET", path)
-        return CONN.getresponse().read()
+        response = CONN.getresponse()
+    return response.read(), response.headers
+
+
+def get(path: str) -> bytes:
+    return fetch(path)[0]
 
 
 def services() -> dict[str, Any]:
@@ -196,18 +202,15 @@ def hang(names: list[str]) -> None:
 def latency(requests: int) -> None:
     """/status and /metrics, one keep-alive connection, one after another: seconds each,
     as the client saw it and as the agent spent it (its Server-Timing header)."""
-    conn = http.client.HTTPConnection("127.0.0.1", 9200, timeout=10)
     pid = agent_pid()
     for path in ("/status", "/metrics"):
         times, server = [], []
         preempted = preemptions(pid)
         for _ in range(requests):
             t0 = time.perf_counter()
-            conn.request("GET", path)
-            response = conn.getresponse()
-            response.read()
+            _, headers = fetch(path)
             times.append(time.perf_counter() - t0)
-            timing = response.getheader("Server-Timing", "app;dur=nan")
+            timing = headers.get("Server-Timing", "app;dur=nan")
             server.append(float(timing.partition("dur=")[2]) / 1000)
         preempted = preemptions(pid) - preempted
         print(json.dumps({"path": path, "seconds": times, "server_seconds": server,
