@@ -223,11 +223,22 @@ class WatchConfig:
     interval: Duration = 15.0
     timeout: Duration = 5.0
     podman_socket: Path = Path("/run/podman/podman.sock")
+    # After a stack container starts, its startup health check runs this often through
+    # Podman until it passes (agent/stack/startup_checks.py); 0s: Podman's timer alone.
+    startup_check_interval: Duration = 0.25
 
     def problems(self) -> list[tuple[str, str]]:
         out = [
             (k, "must be longer than 0s") for k in ("interval", "timeout") if getattr(self, k) <= 0
         ]
+        early = self.startup_check_interval
+        if early != 0 and not 0.1 <= early <= 5.0:
+            out.append(
+                (
+                    "startup_check_interval",
+                    f"must be 0s (off) or between 100ms and 5s, got {format_duration(early)}",
+                )
+            )
         if not out and self.timeout >= self.interval:
             interval, timeout = format_duration(self.interval), format_duration(self.timeout)
             out.append(

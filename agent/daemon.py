@@ -37,6 +37,7 @@ from .metrics import build_registry
 from .snapshot import SnapshotStore
 from .stack.actuator import Act, Actuator
 from .stack.control import StackControl
+from .stack.startup_checks import StartupChecks
 from .status import AgentInfo, summary
 from .token import TokenError, ensure_token
 from .watchers import GpuWatcher, PodmanWatcher, SystemdWatcher, Watcher
@@ -106,6 +107,10 @@ class Agent:
             config.watch.podman_socket, self._on_container_event, self._on_events_state,
             wanted=self.stack_watcher.is_service,
         )  # fmt: skip
+        # Runs a starting container's startup health check early (one task per start).
+        self.startup_checks = StartupChecks(
+            config.watch.podman_socket, config.watch.startup_check_interval
+        )
         self.signals = UnitSignals(
             self.stack_watcher.units, self.stack_watcher.on_unit_change, self._on_signals_state
         )
@@ -153,6 +158,7 @@ class Agent:
 
     def _on_container_event(self, event: ContainerEvent) -> None:
         changed = self.stack_watcher.on_container_event(event)
+        self.startup_checks.on_event(event.name, event.action, event.health)
         if changed and event.action == "health_status" and event.health == "healthy":
             self.probe_watcher.wake()  # a service just came up: probe it now, not in 30s
 
@@ -261,6 +267,7 @@ class Agent:
         return site
 
     async def _shutdown(self) -> None:
+        self.startup_checks.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -317,6 +324,7 @@ class Agent:
             if new.watch.podman_socket != old.watch.podman_socket:
                 log.warning("the event stream follows watch.podman_socket at the next restart")
             self.config, self._token = new, token
+            self.startup_checks.interval = new.watch.startup_check_interval
             setup_logging(new.logging.level, new.logging.format)
             for watcher in self.watchers:
                 watcher.configure(new)

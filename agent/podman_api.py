@@ -469,6 +469,14 @@ def _health_status(state: Mapping[str, Any]) -> str:
     return status if status in HEALTH_STATES else ""
 
 
+def _startup_retries(config: Mapping[str, Any]) -> int | None:
+    check = config.get("StartupHealthCheck")
+    if not isinstance(check, dict):
+        return None
+    retries = check.get("Retries", 0)
+    return max(retries, 0) if isinstance(retries, int) and not isinstance(retries, bool) else 0
+
+
 def _env_of(config: Mapping[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in config.get("Env") or ():
@@ -507,6 +515,9 @@ class Container:
     oom_killed: bool
     started_at: str | None
     health: str  # healthy, unhealthy, starting; "" without a health check
+    # Misses its startup health check may have before Podman restarts it
+    # (HealthStartupRetries; 0: no limit); None without a startup check.
+    startup_retries: int | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     networks: Mapping[str, Network] = field(default_factory=dict)
 
@@ -529,6 +540,7 @@ class Container:
             oom_killed=bool(state.get("OOMKilled")),
             started_at=started if isinstance(started, str) else None,
             health=_health_status(state),
+            startup_retries=_startup_retries(_dict(data.get("Config"))),
             env=_env_of(_dict(data.get("Config"))),
             networks=_networks_of(_dict(data.get("NetworkSettings"))),
         )
@@ -548,6 +560,25 @@ def inspect_container(path: Path, name: str, timeout: float = 30.0) -> Container
     """`podman container inspect`, typed; None when there is no such container."""
     data = container_inspect(path, name, timeout)
     return None if data is None else Container.from_inspect(data)
+
+
+def container_healthcheck(path: Path, name: str, timeout: float = 30.0) -> str | None:
+    """Run the container's health check now (`podman healthcheck run`): its startup check
+    until that has passed, then the regular one. Podman records the result as its own
+    timer's run would (health log, failing streak, startup budget, `health_status` event,
+    Notify=healthy). Returns the health status after it (healthy, unhealthy, starting);
+    None when the container is gone, not running or has no health check."""
+    status, data = request_json(
+        path, "GET", f"{API}/containers/{quote(name, safe='')}/healthcheck", timeout=timeout
+    )
+    if status in (404, 409):
+        return None
+    if status != 200 or not isinstance(data, dict):
+        raise PodmanApiError(
+            f"cannot run the health check of {name!r} ({status}): {_message(data)}"
+        )
+    result = data.get("Status")
+    return result if result in HEALTH_STATES else None
 
 
 def image_exists(path: Path, ref: str, timeout: float = 30.0) -> bool:

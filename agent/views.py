@@ -79,6 +79,10 @@ class ProbeView:
     container_id: str | None = None  # the healer ignores a count about another container
     failures: int = 0
     counted: bool = True  # False while the service settles: a failure then does not count
+    # Its hard dependencies that were down at some point of the round that probed it (not
+    # settled at its start or at its end, or in another container by its end): a miss
+    # then may be theirs, and the healer waits for them instead of restarting this one.
+    deps_down: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     checks: Mapping[str, str] = field(default_factory=_frozen_map)
 

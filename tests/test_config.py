@@ -62,6 +62,8 @@ MALFORMED = [
     ("watch: {timeout: 0s}", "watch.timeout: must be longer than 0s"),
     ("watch: {interval: 10s, timeout: 10s}", "watch.timeout: must be shorter than watch.interval (10s), got 10s"),
     ("watch: {podman_socket: run/podman.sock}", "watch.podman_socket: must be an absolute path"),
+    ("watch: {startup_check_interval: 50ms}", "watch.startup_check_interval: must be 0s (off) or between 100ms and 5s, got 50ms"),
+    ("watch: {startup_check_interval: 1m}", "watch.startup_check_interval: must be 0s (off) or between 100ms and 5s, got 1m"),
     ("watch: {timeout: 1h, interval: 1m}", "watch.timeout: must be shorter than watch.interval (1m), got 1h"),
     ("- api\n- watch", "top level must be a mapping of sections, got list"),
     ("just a string", "top level must be a mapping of sections, got str"),
@@ -221,3 +223,9 @@ def test_secrets_are_redacted_in_effective_config() -> None:
 def test_render_yaml_roundtrips() -> None:
     config = parse_config("api: {port: 9301}\nwatch: {interval: 1m}")
     assert parse_config(render_yaml(config)) == config
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0s", 0.0), ("100ms", 0.1), ("250ms", 0.25)])
+def test_startup_checks_can_be_turned_off_or_tuned(text: str, seconds: float) -> None:
+    config = parse_config(f"watch: {{startup_check_interval: {text}}}", "agent.yaml")
+    assert config.watch.startup_check_interval == seconds

@@ -124,6 +124,7 @@ def observations(
             result=svc.result,
             health=svc.health,
             probe_failures=probe.failures if probe is not None and same else 0,
+            deps_down=probe.deps_down if probe is not None and same else (),
             should_run=should_run,
         )
     return out

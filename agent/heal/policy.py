@@ -71,6 +71,8 @@ class Observation:
     result: str = ""  # the unit's Result: success, exit-code, start-limit-hit, ...
     health: str = "unknown"  # healthy | unhealthy | starting | unknown (no healthcheck)
     probe_failures: int = 0  # the agent's own probe: failures in a row
+    # Hard dependencies that were down while the failing probe ran (its miss may be theirs)
+    deps_down: tuple[str, ...] = ()
     should_run: bool = True  # enabled in the config and not stopped on purpose
 
 
@@ -250,7 +252,8 @@ def _decide_one(
         return None, replace(st, status="ok", waiting_for=(), reason=reason)
     if st.status == "gave-up":
         return None, st  # until a manual restart, a reload, or recovery
-    deps_down = [d for d in needs if d in round_.down]
+    # down now, or down while the probe that failed ran (back since: its miss may be theirs)
+    deps_down = [d for d in needs if d in round_.down or d in obs.deps_down]
     waiting = st.status == "waiting-for-dependency"
     if problem is None and (deps_down or not waiting):
         return None, st  # unhealthy within its grace, or probes failing below the threshold
@@ -260,7 +263,7 @@ def _decide_one(
         else:
             problem = _Problem("probe", f"probe failed {obs.probe_failures} times in a row")
     if deps_down:
-        why = "; ".join(f"{d}: {round_.down[d]}" for d in deps_down)
+        why = "; ".join(f"{d}: {round_.down.get(d, 'down while probed')}" for d in deps_down)
         return None, replace(
             st,
             status="waiting-for-dependency",

@@ -8,13 +8,18 @@ round.
 A failure counts only when it is the service's: not while its unit is starting or
 stopping, not while its container health check is still `starting`, and not when
 Podman itself is unreachable (then nothing can be probed and the source says so).
-A new container (another id) starts its count afresh.
+A new container (another id) starts its count afresh. A miss while a hard dependency was
+down during the round (PostgreSQL for LiteLLM) still counts, with that dependency named
+(`deps_down`): the healer then waits for it rather than restart the dependent, also when
+the dependency is back by the time the round ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,25 @@ DEEP_INTERVAL = 30.0
 
 def _inspect_all(socket: Path, names: list[str]) -> dict[str, Container | None]:
     return {name: podman_api.inspect_container(socket, name, timeout=5.0) for name in names}
+
+
+def _settled(unit: ServiceView | None) -> bool:
+    return unit is not None and unit.active_state == "active" and unit.health != "starting"
+
+
+def _settled_throughout(
+    name: str, before: Mapping[str, ServiceView], after: Mapping[str, ServiceView]
+) -> bool:
+    """Up at the round's start and at its end, in the same container: not restarted
+    (PostgreSQL back within a second of a kill can be up at both ends of one round)."""
+    first, last = before.get(name), after.get(name)
+    return (
+        _settled(first)
+        and _settled(last)
+        and first is not None
+        and last is not None
+        and first.container_id == last.container_id
+    )
 
 
 class ProbeWatcher(Watcher):
@@ -73,6 +97,7 @@ class ProbeWatcher(Watcher):
 
     async def poll(self) -> tuple[SourceState, str | None, ProbesView]:
         names = list(enabled_names(self.stack))
+        before = self._units()  # a dependency's outage can begin or end during the round
         socket = self.config.podman_socket
         try:
             containers = await asyncio.to_thread(_inspect_all, socket, names)
@@ -102,14 +127,17 @@ class ProbeWatcher(Watcher):
             results = {
                 name: with_carried(r, self._carried.get(name, ())) for name, r in results.items()
             }
-        stack = self.store.get("stack")
-        units = stack.view(StackView, EMPTY_STACK).services if stack is not None else {}
+        units = self._units()
         services: dict[str, ProbeView] = {}
         for name in names:
             result = results.get(name)
             if result is None:
                 continue
-            services[name] = self._count(name, result, containers.get(name), units.get(name))
+            probe = self._count(name, result, containers.get(name), units.get(name))
+            if not probe.ok and (unit := units.get(name)) is not None:
+                down = tuple(d for d in unit.requires if not _settled_throughout(d, before, units))
+                probe = replace(probe, deps_down=down)
+            services[name] = probe
         self._confirming = any(
             s.counted and 0 < s.failures < self.probe_failures for s in services.values()
         )
@@ -119,6 +147,10 @@ class ProbeWatcher(Watcher):
         if failing or warnings:
             return SourceState.DEGRADED, "; ".join([*failing, *warnings]), view
         return SourceState.OK, None, view
+
+    def _units(self) -> Mapping[str, ServiceView]:
+        stack = self.store.get("stack")
+        return stack.view(StackView, EMPTY_STACK).services if stack is not None else {}
 
     def next_interval(self) -> float:
         """A miss is confirmed after heal.probe_confirm, not a whole probe_interval later:

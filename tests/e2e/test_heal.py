@@ -3,7 +3,10 @@ the stack under systemd 257 and Podman 5.4, and the faults the issue names.
 
 - kill -9 of each service's main process: seen in /status at once (the libpod event
   stream), systemd restarts it once, healthy again, and the agent does not fight systemd;
-  PostgreSQL's restart is not passed on to LiteLLM (RestartMode=direct);
+  PostgreSQL's restart is not passed on to LiteLLM (RestartMode=direct); the agent runs
+  each new container's startup health check early and Podman keeps one health timer;
+- a start whose startup check does not pass yet: the agent's early runs stop at a quarter
+  of its HealthStartupRetries, and it turns healthy on Podman's timer once it answers;
 - a hang (every process of a container SIGSTOPped): the probes miss, confirm, and the
   agent restarts it once, touching nothing else;
 - a stand-in answering 500 (fault switch /run/fault/500): probe failing with its reason,
@@ -33,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from agent.stack.startup_checks import tries_for
 from tests.e2e import testbed
 from tests.e2e.gauntlet import healthy, status, stop_every_process
 from tests.e2e.testbed import Guest
@@ -135,9 +139,27 @@ def actions(doc: dict[str, Any], service: str) -> list[dict[str, Any]]:
     return [a for a in doc["heal"]["recent"] if a["service"] == service]
 
 
+def journal_entries(guest: Guest, message: str, since: str) -> list[dict[str, Any]]:
+    """The agent's journal entries with this message since `since` (journalctl's form)."""
+    out = guest.run(
+        ["journalctl", "-u", AGENT, "-o", "json", "--no-pager", "--since", since]
+    ).stdout
+    entries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [e for e in entries if e.get("MESSAGE") == message]
+
+
+def health_timers(guest: Guest, container_id: str) -> list[str]:
+    """Podman's transient health-check timers of one container (`<id>-<random>.timer`)."""
+    out = guest.run(
+        ["systemctl", "list-units", "--type=timer", "--all", "--plain", "--no-legend"]
+    ).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(container_id)]
+
+
 def test_kill_9_of_each_service_is_seen_at_once_and_systemd_heals_it(stack: Guest) -> None:
     guest = stack
     before = wait_all_healthy(guest)
+    since = guest.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
     for name in SERVICES:
         old = before["services"][name]["container_id"]
         restarts = before["services"][name]["restarts"]  # systemd's NRestarts
@@ -161,6 +183,16 @@ def test_kill_9_of_each_service_is_seen_at_once_and_systemd_heals_it(stack: Gues
         assert last is not None, before["services"][name]
         if name == "postgres":  # RestartMode=direct: a crash's restart is not passed on
             assert before["services"]["litellm"]["container_id"] == litellm, before
+        # Podman's books after the agent's early startup checks: the startup timer gone,
+        # one timer (the regular check's) for the new container, not one per runner
+        new = before["services"][name]["container_id"]
+        assert len(health_timers(guest, new)) == 1, health_timers(guest, new)
+    # The agent took up PostgreSQL's new start (agent/stack/startup_checks.py): its first
+    # check, run by Podman at the start, fails while the database recovers, so the
+    # agent's runs begin (a stand-in passes that first one: its early runs may end before
+    # they began; how many runs, and who passed it first, are timings, not asserted here)
+    early = journal_entries(guest, "early startup checks", since)
+    assert [e for e in early if e.get("CONTAINER") == "postgres"], early
 
 
 def test_a_hung_service_is_restarted_once_and_nothing_else_is(stack: Guest) -> None:
@@ -259,6 +291,48 @@ def test_a_standin_answering_500_is_restarted_with_the_backoff_visible(stack: Gu
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_start_not_yet_ready_gets_a_quarter_of_its_startup_budget_early(stack: Guest) -> None:
+    """Ollama's startup check made to fail until a file exists (a quadlet drop-in): the
+    agent's early runs stop at a quarter of HealthStartupRetries, Podman's own timer goes
+    on, and the service turns healthy once it answers: the same container, one timer."""
+    guest = stack
+    wait_all_healthy(guest)
+    since = guest.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
+    dropin = "/etc/containers/systemd/aistack/ollama.container.d"
+    guest.write_file(
+        f"{dropin}/e2e-not-ready.conf",
+        "[Container]\nHealthStartupCmd=test -e /run/fault/ready\n",
+    )
+    try:
+        guest.daemon_reload()
+        guest.run(["systemctl", "restart", "--no-block", "ollama.service"])
+
+        def early() -> dict[str, Any] | None:
+            entries = journal_entries(guest, "early startup checks", since)
+            return next((e for e in entries if e.get("CONTAINER") == "ollama"), None)
+
+        entry = guest.wait_for("the agent's early runs for ollama", early, timeout=SLOW_FLOOR_S)
+        retries = guest.podman(
+            "inspect", "ollama", "--format", "{{.Config.StartupHealthCheck.Retries}}"
+        )
+        assert int(retries) == 75  # units/ollama.container
+        assert (entry["OUTCOME"], int(entry["RUNS"])) == ("window spent", tries_for(75)), entry
+        # not healthy, so not active (Notify=healthy); Podman's timer still runs the check
+        assert guest.unit_properties("ollama.service", "ActiveState")["ActiveState"] == (
+            "activating"
+        )
+        started = guest.podman("inspect", "ollama", "--format", "{{.Id}}").strip()
+        guest.podman("exec", "ollama", "touch", "/run/fault/ready")
+        doc = watch(guest, "ollama healthy", lambda _c, d: healthy(d["services"]["ollama"]))
+        svc = doc[-1][1]["services"]["ollama"]
+        assert started.startswith(svc["container_id"]), svc  # Podman did not restart it
+        assert len(health_timers(guest, started)) == 1, health_timers(guest, started)
+    finally:
+        guest.run(["rm", "-rf", dropin])
+        guest.daemon_reload()
+        guest.run(["systemctl", "restart", "ollama.service"], timeout=SLOW_FLOOR_S)
 
 
 def test_podman_socket_stopped_for_20s_is_degraded_then_ok_without_restarts(

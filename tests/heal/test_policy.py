@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import get_args
@@ -327,6 +327,31 @@ def test_dependency_recovers_then_failing_dependent_restarted_at_once() -> None:
         "dependency-recovered",
     )
     assert "still after postgres recovered" in action.reason
+
+
+def test_misses_while_the_dependency_was_down_are_the_dependency_s() -> None:
+    """PostgreSQL killed and healthy again within a second: LiteLLM's probe that ran
+    during the outage failed, and its result arrives after PostgreSQL is back. The
+    dependent waits (no restart); a good probe after it is the end of it."""
+    sim = Sim()
+    sim.step({**ALL_OK, "litellm": probe(1)})  # below the threshold, postgres up
+    during = replace(probe(3), deps_down=("postgres",))
+    assert sim.step({**ALL_OK, "litellm": during}, at=T0 + 1) == []
+    st = sim.st("litellm")
+    assert (st.status, st.waiting_for) == ("waiting-for-dependency", ("postgres",))
+    assert "postgres: down while probed" in st.reason
+    assert sim.step({**ALL_OK}, at=T0 + 5) == []
+    assert sim.st("litellm").status == "ok"
+    # the same misses without the dependency's outage: the dependent's own, restarted
+    sim.step({**ALL_OK, "litellm": probe(3)}, at=T0 + 9)
+    assert sim.times("litellm") == [9]
+
+
+def test_after_an_outage_seen_in_a_probe_a_fresh_miss_restarts_at_once() -> None:
+    sim = Sim()
+    sim.step({**ALL_OK, "litellm": replace(probe(3), deps_down=("postgres",))})
+    actions = sim.step({**ALL_OK, "litellm": probe(4)}, at=T0 + 4)
+    assert labels(actions) == [("litellm", "restart", "dependency-recovered")]
 
 
 def test_dependency_recovers_dependent_probe_still_failing_restarted() -> None:

@@ -161,3 +161,61 @@ async def test_a_new_container_and_a_standing_warning_are_asked_everything(
     # deep (warning) -> deep again (still warning) -> deep (fixed) -> network only -> a new
     # container: deep
     assert rounds == [True, True, True, False, True]
+
+
+PG_CONFIG = parse_config(
+    "stack: {open_webui: {enabled: false}, ollama: {enabled: false}}\n"
+    "heal: {probe_interval: 5s, probe_timeout: 2s, probe_confirm: 1s, probe_failures: 2}\n"
+)
+
+
+def pg_stack(postgres_id: str, state: str = "active") -> SourceSnapshot[StackView]:
+    def svc(name: str, cid: str, requires: tuple[str, ...] = ()) -> ServiceView:
+        return ServiceView(unit=f"{name}.service", active_state=state if name == "postgres"
+                           else "active", health="healthy", container_state="running",
+                           container_id=cid, requires=requires)  # fmt: skip
+
+    services = {
+        "postgres": svc("postgres", postgres_id),
+        "litellm": svc("litellm", "l1", ("postgres",)),
+    }
+    return SourceSnapshot("stack", SourceState.OK, None, StackView(freeze_map(services)))
+
+
+@pytest.mark.parametrize(
+    ("during", "expected"),
+    [
+        (None, ()),  # PostgreSQL up throughout: LiteLLM's miss is its own
+        (pg_stack("p2"), ("postgres",)),  # killed and back, in a new container, meanwhile
+        (pg_stack("p1", "activating"), ("postgres",)),  # down when the round ended
+    ],
+)
+async def test_a_miss_while_a_dependency_was_down_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+    during: SourceSnapshot[StackView] | None,
+    expected: tuple[str, ...],
+) -> None:
+    store = SnapshotStore()
+    store.publish(pg_stack("p1"))
+
+    async def fake_probe_all(*args: Any, **kwargs: Any) -> dict[str, ProbeResult]:
+        if during is not None:  # the stack watcher publishes while the probes run
+            store.publish(during)
+        check = Check("health/readiness", False, "db: disconnected", True)
+        return {
+            "postgres": ProbeResult("postgres", True, None, (), ()),
+            "litellm": ProbeResult("litellm", False, "litellm: db", (check,), ()),
+        }
+
+    def inspect(socket: Path, name: str, timeout: float) -> Container:
+        cid = {"postgres": "p1", "litellm": "l1"}[name]
+        return dataclasses.replace(OLLAMA, id=cid, name=name)
+
+    monkeypatch.setattr(probes_module, "probe_all", fake_probe_all)
+    monkeypatch.setattr(podman_api, "inspect_container", inspect)
+    w = ProbeWatcher(store, PG_CONFIG.watch, monotonic=lambda: 0.0)
+    w.configure(PG_CONFIG)
+    services = (await w.poll_once()).view(ProbesView, ProbesView()).services
+    assert services["litellm"].failures == 1  # still counted: the healer decides
+    assert services["litellm"].deps_down == expected
+    assert services["postgres"].deps_down == ()
