@@ -422,6 +422,9 @@ class HealConfig:
     jitter: float = field(default=0.2, metadata=_limits(0, 0.99))
     give_up_after: int = field(default=5, metadata=_limits(1, 1000))  # restarts ...
     give_up_window: Duration = 1800.0  # ... within this window
+    # systemd's restart counter of a service running well this long is reset, so its next
+    # crash is restarted at once (RestartSteps grow the delay with the counter); 0s: never.
+    forget_restarts_after: Duration = 900.0
     state_file: Path = Path("/var/lib/aistack/heal-state.json")
 
     def problems(self) -> list[tuple[str, str]]:
@@ -437,6 +440,8 @@ class HealConfig:
             out.append(("probe_timeout", "must be shorter than heal.probe_interval"))
         if self.probe_confirm > self.probe_interval > 0:
             out.append(("probe_confirm", "must not be longer than heal.probe_interval"))
+        if 0 < self.forget_restarts_after < 60:
+            out.append(("forget_restarts_after", "must be 0s (never) or at least 1m"))
         return out
 
 

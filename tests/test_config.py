@@ -62,6 +62,7 @@ MALFORMED = [
     ("watch: {timeout: 0s}", "watch.timeout: must be longer than 0s"),
     ("watch: {interval: 10s, timeout: 10s}", "watch.timeout: must be shorter than watch.interval (10s), got 10s"),
     ("watch: {podman_socket: run/podman.sock}", "watch.podman_socket: must be an absolute path"),
+    ("heal: {forget_restarts_after: 30s}", "heal.forget_restarts_after: must be 0s (never) or at least 1m"),
     ("watch: {startup_check_interval: 50ms}", "watch.startup_check_interval: must be 0s (off) or between 100ms and 5s, got 50ms"),
     ("watch: {startup_check_interval: 1m}", "watch.startup_check_interval: must be 0s (off) or between 100ms and 5s, got 1m"),
     ("watch: {timeout: 1h, interval: 1m}", "watch.timeout: must be shorter than watch.interval (1m), got 1h"),

@@ -125,6 +125,7 @@ def observations(
             health=svc.health,
             probe_failures=probe.failures if probe is not None and same else 0,
             deps_down=probe.deps_down if probe is not None and same else (),
+            restarts=svc.restarts,
             should_run=should_run,
         )
     return out
@@ -293,8 +294,12 @@ class Healer:
             log.error("giving up on a service", service=action.service, reason=action.reason)
             self.actuator.note(action.service, "give-up", "healer", action.code, action.reason)
             return
-        log.warning("healing a service", service=action.service, action=action.action,
-                    reason=action.reason)  # fmt: skip
+        if action.action == "reset-restarts":  # bookkeeping on a running unit, not a heal
+            log.info("forgetting a service's restarts", service=action.service,
+                     reason=action.reason)  # fmt: skip
+        else:
+            log.warning("healing a service", service=action.service, action=action.action,
+                        reason=action.reason)  # fmt: skip
         task = asyncio.create_task(self._execute(action), name=f"heal.{action.service}")
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)

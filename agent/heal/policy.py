@@ -28,6 +28,12 @@ Decisions, per service, in dependency order (postgres before litellm, ...):
    reload), or the service recovering by itself. Recovery keeps the window's restarts:
    failing again inside the window gives up again at once, so a service that flaps
    through systemd's own restarts earns no fresh round of ours.
+7. Running well (active, healthy or without a check, no failing probe) for
+   `forget_restarts_after` with systemd's restart counter above 0: reset it
+   (`reset-restarts`, systemd's reset-failed on a running unit, which restarts nothing).
+   systemd clears that counter only on a start a person asks for, and the units'
+   RestartSteps grow the delay with it: without this, a service that crashed three
+   times in a month would wait 7 s at its fourth crash, 2 min from its sixth.
 
 Open WebUI only Wants= its backends (units/open-webui.container): it stays up and says
 a backend is down, so it waits for nothing and is never restarted for a backend's sake.
@@ -44,10 +50,10 @@ from ..stack.model import DEPENDENCIES, ORDER
 from ..systemd_ctl import RESTARTING_SUB_STATES
 
 Status = Literal["ok", "backing-off", "gave-up", "waiting-for-dependency"]
-ActionKind = Literal["restart", "reset-failed", "give-up"]
+ActionKind = Literal["restart", "reset-failed", "give-up", "reset-restarts"]
 # Low-cardinality reason codes, for aistack_heal_actions_total{service,action,reason}.
 ReasonCode = Literal[
-    "unhealthy", "failed", "inactive", "probe", "dependency-recovered", "start-limit"
+    "unhealthy", "failed", "inactive", "probe", "dependency-recovered", "start-limit", "steady"
 ]
 
 SERVICE_ORDER: tuple[str, ...] = ORDER
@@ -73,6 +79,7 @@ class Observation:
     probe_failures: int = 0  # the agent's own probe: failures in a row
     # Hard dependencies that were down while the failing probe ran (its miss may be theirs)
     deps_down: tuple[str, ...] = ()
+    restarts: int = 0  # systemd's NRestarts: its automatic restarts since the counter reset
     should_run: bool = True  # enabled in the config and not stopped on purpose
 
 
@@ -89,6 +96,7 @@ class ServiceHealState:
     next_attempt: float = 0.0  # no restart before this time
     reason: str = ""  # the last decision, for a person
     unhealthy_since: float | None = None  # when its health check started failing
+    steady_since: float | None = None  # running well since, with restarts to forget
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,7 @@ def _decide_one(
         prev,
         restarts=tuple(t for t in prev.restarts if t > window_start),
         next_attempt=min(prev.next_attempt, now + config.backoff_max),
+        steady_since=None,  # kept only on the way through _steady: any trouble ends it
     )
     if not obs.should_run:
         # A clean stop is a person's decision, except when systemd stopped the service
@@ -249,7 +258,8 @@ def _decide_one(
             reason = "recovered with its dependencies"
         else:
             reason = "healthy" if obs.health == "healthy" else f"{obs.active_state}/{obs.sub_state}"
-        return None, replace(st, status="ok", waiting_for=(), reason=reason)
+        st = replace(st, status="ok", waiting_for=(), reason=reason)
+        return _steady(config, name, obs, st, prev.steady_since, now)
     if st.status == "gave-up":
         return None, st  # until a manual restart, a reload, or recovery
     # down now, or down while the probe that failed ran (back since: its miss may be theirs)
@@ -340,6 +350,30 @@ def _problem(
     if obs.probe_failures >= config.probe_failures:
         return _Problem("probe", f"probe failed {obs.probe_failures} times in a row")
     return None
+
+
+def _steady(
+    config: HealPolicyConfig,
+    name: str,
+    obs: Observation,
+    st: ServiceHealState,
+    steady_since: float | None,
+    now: float,
+) -> tuple[Action | None, ServiceHealState]:
+    """A service not failing: once it has run well for `forget_restarts_after`, systemd's
+    restart counter is reset, so its next crash is restarted at once again (rule 7)."""
+    running = obs.active_state == "active" and obs.health in ("healthy", "unknown")
+    if not running or obs.restarts <= 0 or config.forget_restarts_after <= 0:
+        return None, st
+    since = steady_since if steady_since is not None and steady_since <= now else now
+    if now - since < config.forget_restarts_after:
+        return None, replace(st, steady_since=since)
+    reason = (
+        f"running well for {format_duration(config.forget_restarts_after)} after "
+        f"{obs.restarts} restart{'s' if obs.restarts != 1 else ''} by systemd: its restart "
+        "counter reset, so a next crash is restarted at once (RestartSteps)"
+    )
+    return Action(name, "reset-restarts", "steady", reason), st
 
 
 def _backoff(config: HealPolicyConfig, restarts: int, rng: Callable[[], float]) -> float:

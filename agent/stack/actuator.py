@@ -29,7 +29,7 @@ from .model import START_TIMEOUT, STOP_TIMEOUT, unit_of
 
 log = structlog.get_logger(component="actuator")
 By = Literal["healer", "person", "gpu"]
-ActionName = Literal["start", "stop", "restart", "reset-failed", "give-up"]
+ActionName = Literal["start", "stop", "restart", "reset-failed", "give-up", "reset-restarts"]
 KEEP = 20  # actions kept in `recent`
 
 
@@ -95,7 +95,8 @@ class Actuator:
         limit: float | None = None,
     ) -> systemd_ctl.JobOutcome:
         """Run the action through systemd, its job followed to its end. reset-failed is
-        followed by a restart (it clears systemd's start limit first). SystemdError
+        followed by a restart (it clears systemd's start limit first); reset-restarts is
+        reset-failed alone, on a running unit (its restart counter). SystemdError
         propagates to the caller, after it is recorded."""
         act = Act(service, action, by, code, reason, self._clock())
         self._record(act)
@@ -105,8 +106,15 @@ class Actuator:
         self._busy.add(service)
         try:
             async with lock:
-                if action == "reset-failed":
+                if action in ("reset-failed", "reset-restarts"):
                     await asyncio.to_thread(systemd_ctl.reset_failed, unit)
+                if action == "reset-restarts":  # its restart counter only: no job
+                    state = await asyncio.to_thread(systemd_ctl.unit_state, unit)
+                    outcome = systemd_ctl.JobOutcome(
+                        unit, action, "done", state.active_state, state.sub_state
+                    )
+                    act = self._finish(act, outcome.result)
+                    return outcome
                 job = {"start": systemd_ctl.start, "stop": systemd_ctl.stop}.get(
                     action, systemd_ctl.restart
                 )

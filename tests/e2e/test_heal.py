@@ -5,6 +5,8 @@ the stack under systemd 257 and Podman 5.4, and the faults the issue names.
   stream), systemd restarts it once, healthy again, and the agent does not fight systemd;
   PostgreSQL's restart is not passed on to LiteLLM (RestartMode=direct); the agent runs
   each new container's startup health check early and Podman keeps one health timer;
+- systemd's restart counter (which RestartSteps grow the delay with) reset by the agent
+  once a service has run well for heal.forget_restarts_after;
 - a start whose startup check does not pass yet: the agent's early runs stop at a quarter
   of its HealthStartupRetries, and it turns healthy on Podman's timer once it answers;
 - a hang (every process of a container SIGSTOPped): the probes miss, confirm, and the
@@ -55,8 +57,10 @@ HEAL = (
 )
 
 
-def heal_config(images: dict[str, str], postgres: str, ollama_extra: str = "") -> str:
-    return testbed.stack_config(images, postgres, head=HEAL, ollama_extra=ollama_extra)
+def heal_config(
+    images: dict[str, str], postgres: str, ollama_extra: str = "", head: str = HEAL
+) -> str:
+    return testbed.stack_config(images, postgres, head=head, ollama_extra=ollama_extra)
 
 
 @contextmanager
@@ -159,7 +163,7 @@ def health_timers(guest: Guest, container_id: str) -> list[str]:
 def test_kill_9_of_each_service_is_seen_at_once_and_systemd_heals_it(stack: Guest) -> None:
     guest = stack
     before = wait_all_healthy(guest)
-    since = guest.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
+    since = guest.run(["date", "+%Y-%m-%d %H:%M:%S.%6N"]).stdout.strip()
     for name in SERVICES:
         old = before["services"][name]["container_id"]
         restarts = before["services"][name]["restarts"]  # systemd's NRestarts
@@ -299,7 +303,7 @@ def test_a_start_not_yet_ready_gets_a_quarter_of_its_startup_budget_early(stack:
     on, and the service turns healthy once it answers: the same container, one timer."""
     guest = stack
     wait_all_healthy(guest)
-    since = guest.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
+    since = guest.run(["date", "+%Y-%m-%d %H:%M:%S.%6N"]).stdout.strip()
     dropin = "/etc/containers/systemd/aistack/ollama.container.d"
     guest.write_file(
         f"{dropin}/e2e-not-ready.conf",
@@ -307,6 +311,8 @@ def test_a_start_not_yet_ready_gets_a_quarter_of_its_startup_budget_early(stack:
     )
     try:
         guest.daemon_reload()
+        # (the tests before restarted Ollama often: its start limit is reset first)
+        guest.run(["systemctl", "reset-failed", "ollama.service"])
         guest.run(["systemctl", "restart", "--no-block", "ollama.service"])
 
         def early() -> dict[str, Any] | None:
@@ -332,7 +338,47 @@ def test_a_start_not_yet_ready_gets_a_quarter_of_its_startup_budget_early(stack:
     finally:
         guest.run(["rm", "-rf", dropin])
         guest.daemon_reload()
+        guest.run(["systemctl", "reset-failed", "ollama.service"])
         guest.run(["systemctl", "restart", "ollama.service"], timeout=SLOW_FLOOR_S)
+
+
+def test_systemd_s_restart_counter_is_reset_after_running_well(
+    stack: Guest, standin_images: dict[str, str], postgres_image: str
+) -> None:
+    """A crash grows systemd's NRestarts, and RestartSteps the next crash's delay with it;
+    after `heal.forget_restarts_after` (here the least, 1m) of running well the agent
+    resets it: nothing restarted, one `reset-restarts` in heal.recent."""
+    guest = stack
+    short = HEAL.replace(
+        "  give_up_after: 2\n", "  give_up_after: 2\n  forget_restarts_after: 1m\n"
+    )
+    assert short != HEAL
+    guest.write_file(
+        "/etc/aistack/agent.yaml", heal_config(standin_images, postgres_image, head=short)
+    )
+    try:
+        guest.run(["systemctl", "reload", AGENT])
+        wait_all_healthy(guest)
+        guest.run(["kill", "-9", str(main_pid(guest, "postgres"))])
+        time.sleep(1)  # (whatever it is by then, the watch below waits for healthy again)
+        doc = wait_all_healthy(guest)
+        killed = doc["services"]["postgres"]
+        assert killed["restarts"] >= 1, killed  # systemd's NRestarts
+
+        def reset(_c: int, d: dict[str, Any]) -> bool:
+            return d["services"]["postgres"]["restarts"] == 0
+
+        seen = watch(guest, "postgres's restart counter reset", reset, timeout=SLOW_FLOOR_S)
+        doc = seen[-1][1]
+        (act,) = [a for a in actions(doc, "postgres") if a["action"] == "reset-restarts"]
+        assert (act["by"], act["reason_code"], act["result"]) == ("healer", "steady", "done"), act
+        assert "running well for 1m after" in act["reason"], act
+        assert doc["services"]["postgres"]["container_id"] == killed["container_id"]
+        assert guest.unit_properties("postgres.service", "NRestarts")["NRestarts"] == "0"
+        assert healthy(doc["services"]["postgres"])
+    finally:
+        guest.write_file("/etc/aistack/agent.yaml", heal_config(standin_images, postgres_image))
+        guest.run(["systemctl", "reload", AGENT])
 
 
 def test_podman_socket_stopped_for_20s_is_degraded_then_ok_without_restarts(

@@ -531,3 +531,44 @@ def test_a_person_stopping_the_dependency_does_not_get_it_started_again() -> Non
     assert st.status == "ok" and "postgres was stopped on purpose" in st.reason
     sim.run({"postgres": STOPPED, "litellm": STOPPED}, until=T0 + 120)
     assert sim.times("litellm") == [] and sim.times("postgres") == []
+
+
+def crashed_before(n: int, base: Observation = OK) -> Observation:
+    return replace(base, restarts=n)
+
+
+def test_restarts_are_forgotten_after_running_well_for_the_window() -> None:
+    """systemd's counter (NRestarts) only grows, and RestartSteps grow the delay with
+    it: after forget_restarts_after of running well it is reset, once."""
+    sim = Sim()
+    window = sim.config.forget_restarts_after
+    assert window == 900.0  # 15 min: the units' StartLimitIntervalSec
+    assert sim.step({**ALL_OK, "postgres": crashed_before(3)}) == []
+    assert sim.step({**ALL_OK, "postgres": crashed_before(3)}, at=T0 + window - 1) == []
+    actions = sim.step({**ALL_OK, "postgres": crashed_before(3)}, at=T0 + window)
+    assert labels(actions) == [("postgres", "reset-restarts", "steady")]
+    assert "after 3 restarts by systemd" in actions[0].reason
+    assert sim.times("postgres") == []  # not a restart: none counted toward give-up
+    # systemd reset it: nothing more to do, however long it runs
+    assert sim.step({**ALL_OK}, at=T0 + 3 * window) == []
+
+
+@pytest.mark.parametrize(
+    "between", [STARTING, UNHEALTHY, ACTIVATING, AUTO_RESTART, probe(1)], ids=str
+)
+def test_any_trouble_starts_the_window_again(between: Observation) -> None:
+    sim = Sim()
+    window = sim.config.forget_restarts_after
+    sim.step({**ALL_OK, "postgres": crashed_before(1)})
+    sim.step({**ALL_OK, "postgres": crashed_before(1, between)}, at=T0 + window / 2)
+    assert sim.step({**ALL_OK, "postgres": crashed_before(1)}, at=T0 + window) == []  # anew
+    assert sim.step({**ALL_OK, "postgres": crashed_before(1)}, at=T0 + 2 * window - 1) == []
+    actions = sim.step({**ALL_OK, "postgres": crashed_before(1)}, at=T0 + 2 * window)
+    assert labels(actions) == [("postgres", "reset-restarts", "steady")]
+
+
+def test_restarts_are_kept_when_forgetting_is_off_or_healing_is() -> None:
+    for config in (HealPolicyConfig(forget_restarts_after=0), HealPolicyConfig(enabled=False)):
+        sim = Sim(config=config)
+        sim.step({**ALL_OK, "ollama": crashed_before(2)})
+        assert sim.step({**ALL_OK, "ollama": crashed_before(2)}, at=T0 + 86400) == []

@@ -52,3 +52,12 @@ def test_recent_keeps_the_latest_and_counts_keep_everything() -> None:
         actuator.note("ollama", "give-up", "healer", "probe", f"r{i}")
     assert len(actuator.recent) == 20 and actuator.recent[-1].reason == "r29"
     assert actuator.counts == {("ollama", "give-up", "probe"): 30}
+
+
+async def test_a_restart_counter_reset_without_systemd_is_recorded_failed() -> None:
+    actuator = Actuator(clock=lambda: 7.0)
+    with pytest.raises(systemd_ctl.SystemdError):
+        await actuator.act("postgres", "reset-restarts", "healer", "steady", "running well")
+    (act,) = actuator.recent
+    assert act.action == "reset-restarts" and act.result.startswith("failed: ")
+    assert actuator.busy == frozenset()
