@@ -27,8 +27,8 @@ class HealCollector(Collector):
     ) -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         actions = CounterMetricFamily(
             "aistack_heal_actions",
-            "Healing actions taken since the agent started (restart, reset-failed, give-up), "
-            "by the reason code.",
+            "Healing actions taken since the agent started (restart, reset-failed, give-up, "
+            "reset-restarts), by the reason code.",
             labels=["service", "action", "reason"],
         )
         state = GaugeMetricFamily(

@@ -38,7 +38,8 @@ class ServiceCollector(Collector):
         )
         restarts = CounterMetricFamily(
             "aistack_service_restarts",
-            "Restarts of the service's unit by systemd (NRestarts) since it was last started.",
+            "Restarts of the service's unit by systemd (NRestarts) since it was last started "
+            "or its counter was reset (heal.forget_restarts_after).",
             labels=["service"],
         )
         memory = GaugeMetricFamily(
