@@ -304,8 +304,16 @@ def report(args: argparse.Namespace, f: Figures) -> None:
             target = own + TARGET_RECOVERY_OVER_START_S
             print(f"  {name:<11} {back:5.2f} s; start-to-healthy {own:5.2f} s; target <= "
                   f"{target:5.2f} s: ratio {back / target:.3f}")  # fmt: skip
+        print("  (postgres: its crash recovery included)")
+    pg = [r for r in f.kill_quiet + f.kill_hog if "replaced" in r]
+    if pg:
+        replaced = sum(1 for r in pg if r["replaced"])
+        acted = sum(r["agent_restarts"] for r in pg)
+        names = sorted({n for r in pg for n in r["replaced"]})
         print(
-            "  (postgres: its crash recovery included; LiteLLM keeps running, RestartMode=direct)"
+            f"  PostgreSQL's kills ({len(pg)}): another service's container replaced in "
+            f"{replaced} ({', '.join(names) or 'none'}); the agent's restarts meanwhile: "
+            f"{acted} (target 0 and 0: LiteLLM reconnects, RestartMode=direct)"
         )
     if f.hang:
         took = [r["restart_s"] for r in f.hang]

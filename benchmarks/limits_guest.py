@@ -150,13 +150,20 @@ def container_pids(name: str) -> list[str]:
     return [p for p in out.split()[1:] if p.isdigit()]
 
 
+# After PostgreSQL's kill: long enough for LiteLLM's probes to fail twice and the agent to
+# restart it, were it going to (probe every 4 s, confirm 1 s, 2 s each).
+SETTLE_AFTER = {"postgres": 10.0}
+
+
 def kill(names: list[str], trials: int) -> None:
     """kill -9 of a service's main process: until /status shows it (detection), until it
     is healthy again in a new container (recovery)."""
     for i in range(trials):
         name = names[i % len(names)]
         all_healthy()
-        old = services()[name]["container_id"]
+        ids = {n: s["container_id"] for n, s in services().items()}
+        acted = heal_restarts()
+        old = ids[name]
         pid = int(subprocess.check_output(
             ["podman", "inspect", name, "--format", "{{.State.Pid}}"]).strip())  # fmt: skip
         t0 = time.monotonic()
@@ -171,8 +178,15 @@ def kill(names: list[str], trials: int) -> None:
                 raise SystemExit(f"{name}: no change in /status 30 s after kill -9")
             time.sleep(0.002)
         back = back_in_new(name, old)
-        print(json.dumps({"service": name, "detected_s": detected, "recovered_s": back - t0}),
-              flush=True)  # fmt: skip
+        row: dict[str, object] = {"service": name, "detected_s": detected, "recovered_s": back - t0}
+        if name in SETTLE_AFTER:  # did its crash cost a dependent its container, or a restart?
+            time.sleep(SETTLE_AFTER[name])
+            now = services()
+            row["replaced"] = sorted(
+                n for n, s in now.items() if n != name and s["container_id"] != ids.get(n)
+            )
+            row["agent_restarts"] = heal_restarts() - acted
+        print(json.dumps(row), flush=True)
 
 
 def hang(names: list[str]) -> None:
