@@ -195,8 +195,15 @@ def test_kill_9_of_each_service_is_seen_at_once_and_systemd_heals_it(stack: Gues
     # check, run by Podman at the start, fails while the database recovers, so the
     # agent's runs begin (a stand-in passes that first one: its early runs may end before
     # they began; how many runs, and who passed it first, are timings, not asserted here)
-    early = journal_entries(guest, "early startup checks", since)
-    assert [e for e in early if e.get("CONTAINER") == "postgres"], early
+    guest.wait_for(
+        "the early startup checks of PostgreSQL's new container in the journal",
+        lambda: [
+            e
+            for e in journal_entries(guest, "early startup checks", since)
+            if e.get("CONTAINER") == "postgres"
+        ],
+        timeout=60,
+    )
 
 
 def test_a_hung_service_is_restarted_once_and_nothing_else_is(stack: Guest) -> None:
