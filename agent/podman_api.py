@@ -527,6 +527,7 @@ class Container:
         state = _dict(data.get("State"))
         pid, code = state.get("Pid"), state.get("ExitCode")
         digest, started = data.get("ImageDigest"), state.get("StartedAt")
+        config = _dict(data.get("Config"))
         return cls(
             id=_text(data.get("Id")),
             name=_text(data.get("Name")),
@@ -540,8 +541,8 @@ class Container:
             oom_killed=bool(state.get("OOMKilled")),
             started_at=started if isinstance(started, str) else None,
             health=_health_status(state),
-            startup_retries=_startup_retries(_dict(data.get("Config"))),
-            env=_env_of(_dict(data.get("Config"))),
+            startup_retries=_startup_retries(config),
+            env=_env_of(config),
             networks=_networks_of(_dict(data.get("NetworkSettings"))),
         )
 

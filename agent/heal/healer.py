@@ -117,14 +117,14 @@ def observations(
         probe = probe_views.get(name)
         # Failures counted against an earlier container say nothing about this one (a
         # restart happened since the probe ran): the next probe decides.
-        same = probe is not None and probe.container_id == svc.container_id
+        counted = probe if probe is not None and probe.container_id == svc.container_id else None
         out[name] = Observation(
             active_state=active,
             sub_state=sub,
             result=svc.result,
             health=svc.health,
-            probe_failures=probe.failures if probe is not None and same else 0,
-            deps_down=probe.deps_down if probe is not None and same else (),
+            probe_failures=counted.failures if counted is not None else 0,
+            deps_down=counted.deps_down if counted is not None else (),
             restarts=svc.restarts,
             should_run=should_run,
         )

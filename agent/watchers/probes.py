@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .. import podman_api
 from ..config import AgentConfig, StackConfig, WatchConfig
@@ -43,7 +43,8 @@ def _inspect_all(socket: Path, names: list[str]) -> dict[str, Container | None]:
     return {name: podman_api.inspect_container(socket, name, timeout=5.0) for name in names}
 
 
-def _settled(unit: ServiceView | None) -> bool:
+def _settled(unit: ServiceView | None) -> TypeGuard[ServiceView]:
+    """Up: its unit active and its health check past `starting` (a miss then counts)."""
     return unit is not None and unit.active_state == "active" and unit.health != "starting"
 
 
@@ -53,13 +54,7 @@ def _settled_throughout(
     """Up at the round's start and at its end, in the same container: not restarted
     (PostgreSQL back within a second of a kill can be up at both ends of one round)."""
     first, last = before.get(name), after.get(name)
-    return (
-        _settled(first)
-        and _settled(last)
-        and first is not None
-        and last is not None
-        and first.container_id == last.container_id
-    )
+    return _settled(first) and _settled(last) and first.container_id == last.container_id
 
 
 class ProbeWatcher(Watcher):
@@ -166,7 +161,7 @@ class ProbeWatcher(Watcher):
         previous_id, failures = self._failures.get(name, (container, 0))
         if previous_id != container:
             failures = 0
-        settling = unit is None or unit.active_state != "active" or unit.health == "starting"
+        settling = not _settled(unit)
         if result.ok:
             failures = 0
         elif not settling:
