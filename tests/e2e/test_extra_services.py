@@ -8,7 +8,7 @@ Project `tools` on the stand-in images (busybox inside) and the real PostgreSQL:
   (service_completed_successfully); httpd as PID 1 ignores SIGTERM, so a stop kills it
   (exit 137): a person's stop must still be a stop;
 - `worker`: depends on the managed postgres, checks it as `db` and `postgres` over
-  aistack.network, and exits when it goes away (systemd restarts it).
+  aistack.network five times a second, and exits when it goes away (systemd restarts it).
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ SLOW_FLOOR_S = 300.0  # hang guards only: a loaded CI machine is slow
 
 
 def _compose(image: str) -> str:
-    check = "timeout 3 nc -w 2 {host} 5432 </dev/null >/dev/null 2>&1"
+    # -w 1 and 0.2 s apart: the check must see PostgreSQL's outage, however short. A longer
+    # connect timeout lets a SYN retransmitted at +1 s reach the next container on the same
+    # address, and PostgreSQL is back within about a second of its kill (its early startup
+    # checks), so a 1 s loop with -w 2 slept through whole outages (a red CI run).
+    check = "timeout 3 nc -w 1 {host} 5432 </dev/null >/dev/null 2>&1"
     alive = f"{check.format(host='db')} && {check.format(host='postgres')}"
     return f"""\
 services:
@@ -62,7 +66,7 @@ services:
       init: {{condition: service_completed_successfully}}
   worker:
     image: {image}
-    entrypoint: ["/bin/sh", "-c", "while {alive}; do sleep 1; done; echo gone; exit 1"]
+    entrypoint: ["/bin/sh", "-c", "while {alive}; do sleep 0.2; done; echo gone; exit 1"]
     restart: unless-stopped
     depends_on: [postgres]
 volumes:
