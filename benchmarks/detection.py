@@ -20,7 +20,8 @@ shipped units and the shipped healing defaults. In one run, side by side:
    over, a service of the guest's systemd; the client another, as a scraper would be);
    detection with them running; the agent's CPU and RSS through it, and RSS after
    `--bursts` event bursts (pause + unpause of 5 containers through Podman's API: 10
-   events each).
+   events each); then, the other containers removed, the stack alone again: the ratios
+   are printed against both baselines, so the machine's drift between them shows.
 
 Prints each figure with its target and the ratio. What autoheal (polls every 5 s), monit
 (a 30 s cycle) and Podman's health checks (30 s x 3 by default) would take is the
@@ -58,6 +59,7 @@ SERVICES = ["ollama", "open-webui", "litellm", "postgres"]
 TARGET_DETECTION_P99_MS = 50.0  # with the other core busy
 TARGET_RECOVERY_OVER_START_S = 1.0  # kill -9 -> healthy <= start-to-healthy + 1 s
 TARGET_HANG_S = 10.0
+ALONE, ALONE_AFTER = "stack alone", "alone, after"  # the latency baselines, before and after
 TARGET_RSS_MB = 45.0
 TARGET_SCALE_RATIO = 1.2
 GUEST_SCRIPT = "/root/limits_guest.py"
@@ -179,7 +181,7 @@ def phases(guest: Guest, args: argparse.Namespace, figures: Figures, busybox: st
     t0 = time.monotonic()
     figures.idle = one(guest, "idle", str(args.idle), timeout=args.idle + 360)
     figures.idle_backups = with_backups(guest, args.idle)
-    figures.latency["stack alone"] = latency(guest, args.requests)
+    figures.latency[ALONE] = latency(guest, args.requests)
     figures.start = {
         r["service"]: r["start_s"] for r in rows(guest, "start", svc, timeout=len(SERVICES) * 400)
     }
@@ -229,6 +231,9 @@ def phases(guest: Guest, args: argparse.Namespace, figures: Figures, busybox: st
     figures.bursts = one(guest, "bursts", str(args.bursts), burst, timeout=args.bursts * 10 + 300)
     guest.run(["sh", "-c", "podman rm -f -t 0 " + " ".join(others) + " >/dev/null"],
               check=False, timeout=600)  # fmt: skip
+    # The stack alone again: a baseline on each side of the scale phase, so a drift of the
+    # machine between the first sample and this phase shows instead of reading as its cost.
+    figures.latency[ALONE_AFTER] = latency(guest, args.requests)
     figures.took["scale"] = time.monotonic() - t0
 
 
@@ -323,7 +328,7 @@ def report(args: argparse.Namespace, f: Figures) -> None:
         for r in f.hang:
             print(f"  {r['service']:<11} restarted after {r['restart_s']:5.2f} s, "
                   f"healthy after {r['healthy_s']:5.2f} s")  # fmt: skip
-    base = f.latency.get("stack alone")
+    base, after = f.latency.get(ALONE), f.latency.get(ALONE_AFTER)
     if base:
         print(f"API latency ({args.requests} requests each, one keep-alive connection; "
               "'agent': its own time, the Server-Timing header):")  # fmt: skip
@@ -331,16 +336,17 @@ def report(args: argparse.Namespace, f: Figures) -> None:
             for path in ("/status", "/metrics", "/status agent", "/metrics agent"):
                 if path not in sample:
                     continue
-                ratio = pct(sample[path], 0.99) / pct(base[path], 0.99)
-                extra = (
-                    ""
-                    if label == "stack alone"
-                    else (f"; ratio to alone {ratio:.3f} (target <= {TARGET_SCALE_RATIO})")
-                )
+                p99 = pct(sample[path], 0.99)
+                extra = ""
+                if label not in (ALONE, ALONE_AFTER):
+                    extra = f"; ratio to alone {p99 / pct(base[path], 0.99):.3f}"
+                    if after and path in after:
+                        extra += f", to alone after {p99 / pct(after[path], 0.99):.3f}"
+                    extra += f" (target <= {TARGET_SCALE_RATIO})"
                 preempted = sample.get(f"{path} preempted")
                 if preempted:  # the client's lines only: "/status agent" has none
                     extra += f"; agent preempted {preempted[0]:.0f} times"
-                print(f"  {label:<16} {path:<15} {_ms(sample[path])}{extra}")
+                print(f"  {label:<18} {path:<15} {_ms(sample[path])}{extra}")
     if f.scale_idle and f.idle:
         s, i = f.scale_idle, f.idle
         print(
