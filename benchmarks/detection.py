@@ -263,6 +263,8 @@ def latency(guest: Guest, requests: int) -> dict[str, list[float]]:
         **{f"{r['path']} agent": r["server_seconds"] for r in sample},
         # one number per sample: how often the agent was preempted while answering it
         **{f"{r['path']} preempted": [float(r["preempted"])] for r in sample},
+        # and the answer's median size in bytes
+        **{f"{r['path']} bytes": [float(r["bytes"])] for r in sample},
     }
 
 
@@ -346,6 +348,9 @@ def report(args: argparse.Namespace, f: Figures) -> None:
                 preempted = sample.get(f"{path} preempted")
                 if preempted:  # the client's lines only: "/status agent" has none
                     extra += f"; agent preempted {preempted[0]:.0f} times"
+                size = sample.get(f"{path} bytes")
+                if size:
+                    extra += f"; {size[0]:.0f} bytes"
                 print(f"  {label:<18} {path:<15} {_ms(sample[path])}{extra}")
     if f.scale_idle and f.idle:
         s, i = f.scale_idle, f.idle

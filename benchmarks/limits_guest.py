@@ -215,20 +215,25 @@ def hang(names: list[str]) -> None:
 
 def latency(requests: int) -> None:
     """/status and /metrics, one keep-alive connection, one after another: seconds each,
-    as the client saw it and as the agent spent it (its Server-Timing header)."""
+    as the client saw it and as the agent spent it (its Server-Timing header), and the
+    answer's size."""
     pid = agent_pid()
     for path in ("/status", "/metrics"):
-        times, server = [], []
+        times, server, sizes = [], [], []
         preempted = preemptions(pid)
         for _ in range(requests):
             t0 = time.perf_counter()
-            _, headers = fetch(path)
+            body, headers = fetch(path)
             times.append(time.perf_counter() - t0)
+            sizes.append(len(body))
             timing = headers.get("Server-Timing", "app;dur=nan")
             server.append(float(timing.partition("dur=")[2]) / 1000)
         preempted = preemptions(pid) - preempted
+        # the body's median size: a later sample may answer a larger document (heal.recent
+        # grows with the trials between), which costs time of its own
         print(json.dumps({"path": path, "seconds": times, "server_seconds": server,
-                          "preempted": preempted}), flush=True)  # fmt: skip
+                          "preempted": preempted, "bytes": sorted(sizes)[len(sizes) // 2]}),
+              flush=True)  # fmt: skip
 
 
 def preemptions(pid: int) -> int:
