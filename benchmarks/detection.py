@@ -21,7 +21,9 @@ shipped units and the shipped healing defaults. In one run, side by side:
    detection with them running; the agent's CPU and RSS through it, and RSS after
    `--bursts` event bursts (pause + unpause of 5 containers through Podman's API: 10
    events each); then, the other containers removed, the stack alone again: the ratios
-   are printed against both baselines, so the machine's drift between them shows.
+   are printed against both baselines. The second answers the same documents as the
+   samples between (the first comes before the trials that fill `heal.recent`; each
+   sample prints its answer's size) and is minutes nearer them in time.
 
 Prints each figure with its target and the ratio. What autoheal (polls every 5 s), monit
 (a 30 s cycle) and Podman's health checks (30 s x 3 by default) would take is the
@@ -231,8 +233,9 @@ def phases(guest: Guest, args: argparse.Namespace, figures: Figures, busybox: st
     figures.bursts = one(guest, "bursts", str(args.bursts), burst, timeout=args.bursts * 10 + 300)
     guest.run(["sh", "-c", "podman rm -f -t 0 " + " ".join(others) + " >/dev/null"],
               check=False, timeout=600)  # fmt: skip
-    # The stack alone again: a baseline on each side of the scale phase, so a drift of the
-    # machine between the first sample and this phase shows instead of reading as its cost.
+    # The stack alone again: a baseline on each side of the scale phase, this one with the
+    # same /status as the samples before it (heal.recent filled by the trials) and near them
+    # in time, so neither a larger answer nor the machine's drift reads as the phase's cost.
     figures.latency[ALONE_AFTER] = latency(guest, args.requests)
     figures.took["scale"] = time.monotonic() - t0
 
